@@ -1,0 +1,256 @@
+"""The node actor: this node's slots, claims, outcomes and view of Redis.
+
+It turns pub/sub hints and timer ticks into claims (WAITING -> RUNNING, up to the
+concurrency limit), starts tree supervisors, and records outcomes through the
+store's compare-and-set scripts. When Redis is unreachable it keeps outcomes in an
+outbox, starts nothing, and replays the outbox once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+import redis
+
+from jobgrove.actors.messages import (
+    AbortCheck,
+    Fence,
+    Fill,
+    Hint,
+    JobDone,
+    ListenerDown,
+    Reconnected,
+    RunUndo,
+    StartJobs,
+    Tick,
+    UndoDone,
+)
+from jobgrove.actors.supervisor import TreeSupervisor
+from jobgrove.actors.upkeep import Upkeep
+from jobgrove.errors import JobgroveError, StoreUnavailableError
+from jobgrove.joblog import GrowthListener
+from jobgrove.messaging.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class NodeActor(pykka.ThreadingActor):
+    def __init__(self, store: Store, name: str, *, concurrency: int, log_dir: str,
+                 abort_grace: float, upkeep: Upkeep,
+                 on_log_growth: GrowthListener | None = None,
+                 on_redis_change: Callable[[bool, str], None] | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.name = name
+        self.concurrency = concurrency
+        self.log_dir = log_dir
+        self.abort_grace = abort_grace
+        self.upkeep = upkeep
+        self.on_log_growth = on_log_growth
+        self.on_redis_change = on_redis_change
+        self.supervisors: dict[str, pykka.ActorRef[Any]] = {}
+        self.busy: dict[str, int] = {}  # root -> jobs (and undo hooks) running here
+        self.dirty: dict[str, None] = {}  # roots that may have runnable jobs, in order
+        self.outbox: list[JobDone | Fence] = []
+        self.fill_pending = False
+        self.redis_ok = True
+        self.draining = False
+        self.next_reconcile = 0.0
+        self.retry_at = 0.0
+
+    # -- message dispatch ------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, JobDone | Fence):
+            self._released(message.root)
+            self.outbox.append(message)
+            self._schedule_fill()
+        elif isinstance(message, UndoDone):
+            self._released(message.root)
+        elif isinstance(message, Fill):
+            self.fill_pending = False
+            self._flush()
+            self._fill()
+        elif isinstance(message, Hint):
+            self._hint(message)
+        elif isinstance(message, Tick):
+            self._tick()
+        elif isinstance(message, Reconnected):
+            self._set_redis(True, "pub/sub subscribed")
+            self._reconcile()
+        elif isinstance(message, ListenerDown):
+            self._set_redis(False, message.error)
+        return None
+
+    def on_stop(self) -> None:
+        for ref in list(self.supervisors.values()):
+            ref.stop(block=False)
+        self.supervisors.clear()
+
+    @property
+    def running_count(self) -> int:
+        return sum(self.busy.values())
+
+    def _schedule_fill(self) -> None:
+        # Many releases queued behind one Fill are handled by one batch of claims.
+        if not self.fill_pending:
+            self.fill_pending = True
+            self.actor_ref.tell(Fill())
+
+    def _released(self, root: str) -> None:
+        left = self.busy.get(root, 0) - 1
+        if left > 0:
+            self.busy[root] = left
+            return
+        self.busy.pop(root, None)
+        ref = self.supervisors.pop(root, None)
+        if ref is not None:
+            ref.stop(block=False)
+
+    def _supervisor(self, root: str) -> pykka.ActorRef[Any]:
+        ref = self.supervisors.get(root)
+        if ref is None:
+            ref = TreeSupervisor.start(self.actor_ref, self.store, root, self.name,
+                                       self.log_dir, self.abort_grace, self.on_log_growth)
+            self.supervisors[root] = ref
+        return ref
+
+    # -- Redis up/down -----------------------------------------------------------------
+    def _set_redis(self, ok: bool, detail: str) -> None:
+        if ok == self.redis_ok:
+            return
+        self.redis_ok = ok
+        if ok:
+            log.info("Redis reachable again (%s)", detail)
+        else:
+            log.error("Redis unavailable: %s; running jobs go on, nothing new starts", detail)
+            self.retry_at = 0.0
+        self.upkeep.redis_changed(ok, detail)
+        if self.on_redis_change is not None:
+            self.on_redis_change(ok, detail)
+
+    def _store_call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (StoreUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
+            log.debug("%s failed: %s", what, exc)
+            self._set_redis(False, str(exc))
+            return None
+
+    # -- hints and timers ----------------------------------------------------------------
+    def _hint(self, hint: Hint) -> None:
+        if hint.kind == "ready":
+            self.dirty[hint.root] = None
+            self._schedule_fill()
+        elif hint.kind == "abort":
+            self.dirty.pop(hint.root, None)
+            ref = self.supervisors.get(hint.root)
+            if ref is not None:
+                ref.tell(AbortCheck())
+            self._undo(hint.root)
+        elif hint.kind == "done" and hint.root not in self.busy:
+            self._store_call("forget", lambda: self.store.forget_node_tree(self.name, hint.root))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for ref in list(self.supervisors.values()):
+            ref.tell(Tick())
+        if not self.redis_ok:
+            if now < self.retry_at:
+                return
+            self.retry_at = now + 0.5
+            if self._store_call("ping", self.store.client.ping) is None:
+                return
+            self._set_redis(True, "ping answered")
+            self._reconcile()
+        self._store_call("upkeep", lambda: self.upkeep.tick(self.running_ids()))
+        if self.outbox:
+            self._flush()
+        if now >= self.next_reconcile:
+            self._reconcile()
+
+    def running_ids(self) -> list[str]:
+        return [job_id for job_id, _ in self.upkeep.running_jobs()]
+
+    # -- outcomes and claims ------------------------------------------------------------------
+    def _flush(self) -> None:
+        if not self.outbox or not self.redis_ok:
+            return
+        batch, self.outbox = self.outbox, []
+        for index, item in enumerate(batch):
+            try:
+                if isinstance(item, JobDone):
+                    outcome = self.store.finish(item.root, item.job_id, item.token, item.ok,
+                                                item.summary, item.result)
+                else:
+                    outcome = self.store.finish(item.root, item.job_id, item.token, False,
+                                                item.summary)
+            except StoreUnavailableError as exc:
+                self.outbox = batch[index:] + self.outbox
+                self._set_redis(False, str(exc))
+                return
+            except (JobgroveError, TypeError, ValueError) as exc:
+                log.error("cannot record outcome of job %s: %s", item.job_id, exc)
+                continue
+            self.upkeep.finished(item.job_id)
+            if outcome.verdict == "stale":
+                log.info("outcome of job %s not recorded: it is %s already", item.job_id,
+                         outcome.state or "gone")
+
+    def _fill(self) -> None:
+        if not self.redis_ok or self.draining:
+            return
+        for root in list(self.dirty):
+            free = self.concurrency - self.running_count
+            if free <= 0:
+                return
+            claims = self._store_call("claim", lambda r=root, f=free: self.store.claim(
+                r, self.name, f))
+            if claims is None:
+                return  # Redis is down; the tree stays dirty for later
+            if len(claims) < free:
+                self.dirty.pop(root, None)
+            else:
+                # Rotate: a tree that filled every slot goes behind the others.
+                self.dirty.pop(root, None)
+                self.dirty[root] = None
+            if claims:
+                self.busy[root] = self.busy.get(root, 0) + len(claims)
+                for claim in claims:
+                    self.upkeep.started(claim.id, root)
+                self._supervisor(root).tell(StartJobs(tuple(claims)))
+
+    def _undo(self, root: str) -> None:
+        ids = self._store_call("undo", lambda: self.upkeep.claim_undo(root))
+        if ids:
+            self.busy[root] = self.busy.get(root, 0) + len(ids)
+            self._supervisor(root).tell(RunUndo(tuple(ids)))
+
+    def _reconcile(self) -> None:
+        """Re-read every tree this node has jobs in, and act on what pub/sub missed."""
+        self.next_reconcile = time.monotonic() + self.upkeep.reconcile_interval
+        found = self._store_call("reconcile", lambda: self.upkeep.tree_flags(self.name))
+        if found is None:
+            return
+        for root, (finished, aborting) in found.items():
+            if finished and root not in self.busy:
+                self._store_call("forget", lambda r=root: self.store.forget_node_tree(
+                    self.name, r))
+            elif aborting:
+                self.dirty.pop(root, None)
+                ref = self.supervisors.get(root)
+                if ref is not None:
+                    ref.tell(AbortCheck())
+                self._undo(root)
+            else:
+                self.dirty[root] = None
+        self._flush()
+        self._fill()
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Stop claiming: running jobs finish and are recorded, nothing new starts."""
+        self.draining = True

@@ -1,0 +1,184 @@
+"""The tree supervisor: one per tree that has jobs running on this node.
+
+It spawns a job actor per claimed job, forwards their outcomes to the node actor,
+and stops its tree at once on a local failure (siblings are asked to abort before
+the news has even gone through Redis). A job that ignores its abort is fenced off
+after the grace period: recorded ABORTED, and its late result discarded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from jobgrove.actors.job_actor import JobActor
+from jobgrove.actors.messages import (
+    AbortCheck,
+    Fence,
+    JobDone,
+    RunUndo,
+    StartJobs,
+    Tick,
+    UndoDone,
+)
+from jobgrove.jobs import Job, JobContext, TreeContext, kind_class
+from jobgrove.joblog import GrowthListener, JobLog
+from jobgrove.messaging.store import Claim, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Running:
+    token: str
+    job: Job
+    ctx: JobContext
+    abort_deadline: float | None = None
+
+
+class TreeSupervisor(pykka.ThreadingActor):
+    def __init__(self, node: pykka.ActorRef[Any], store: Store, root: str, node_name: str,
+                 log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None) -> None:
+        super().__init__()
+        self.node = node
+        self.store = store
+        self.root = root
+        self.node_name = node_name
+        self.log_dir = log_dir
+        self.abort_grace = abort_grace
+        self.on_log_growth = on_log_growth
+        self.running: dict[str, _Running] = {}
+        self.aborting = False
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, StartJobs):
+            for claim in message.claims:
+                self._start(claim)
+        elif isinstance(message, JobDone):
+            self._job_done(message)
+        elif isinstance(message, AbortCheck):
+            self._abort_all("the tree is aborting")
+        elif isinstance(message, Tick):
+            self._check_fences()
+        elif isinstance(message, RunUndo):
+            for job_id in message.job_ids:
+                self._start_undo(job_id)
+        elif isinstance(message, UndoDone):
+            self.node.tell(message)
+        return None
+
+    def on_stop(self) -> None:
+        # Jobs still running when the node stops immediately: ask them to stop.
+        self._abort_all("the node is stopping")
+
+    # -- starting ------------------------------------------------------------------
+    def _context(self, claim: Claim, params: dict[str, Any], log_file: JobLog,
+                 result: Any = None) -> JobContext:
+        root = self.root
+
+        def write_context(key: str, value: Any) -> None:
+            json.dumps(value)  # refuse what cannot be stored, in the job's own thread
+            self.store.set_context(root, key, value)
+
+        return JobContext(
+            job_id=claim.id, root=root, node=self.node_name, params=params, log=log_file,
+            results=claim.results, children=list(claim.spec.get("children", [])),
+            context=TreeContext(claim.context, write_context), abort_event=threading.Event(),
+            abort_grace=self.abort_grace, result=result)
+
+    def _start(self, claim: Claim) -> None:
+        kind = claim.spec.get("kind", "")
+        params = claim.spec.get("params") or {}
+        log_file = JobLog(self.log_dir, claim.id, self.on_log_growth)
+        cls = kind_class(kind)
+        if cls is None:
+            summary = f"unknown kind {kind!r} on node {self.node_name} (load it with --import)"
+            log_file.error(summary)
+            log_file.close()
+            self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
+            return
+        log_file.info(f"started {kind} on {self.node_name}")
+        ctx = self._context(claim, params, log_file)
+        try:
+            job = cls()
+        except Exception as exc:
+            summary = f"cannot create job of kind {kind!r}: {exc}"
+            log_file.error(summary)
+            log_file.close()
+            self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
+            return
+        self.running[claim.id] = _Running(claim.token, job, ctx)
+        if self.aborting:
+            self._request_abort(claim.id, "the tree is aborting")
+        JobActor.start(self.actor_ref, job, ctx, claim.token)
+
+    def _start_undo(self, job_id: str) -> None:
+        try:
+            status = self.store.job_status(job_id)
+            spec = {"kind": status["kind"], "children": []}
+            result = self.store.results(self.root, [job_id]).get(job_id)
+            params = self._params(job_id)
+        except Exception as exc:
+            log.warning("cannot prepare undo of job %s: %s", job_id, exc)
+            self.node.tell(UndoDone(self.root, job_id))
+            return
+        cls = kind_class(spec["kind"])
+        if cls is None:
+            self.node.tell(UndoDone(self.root, job_id))
+            return
+        claim = Claim(self.root, job_id, "undo", spec, {}, {})
+        ctx = self._context(claim, params, JobLog(self.log_dir, job_id, self.on_log_growth),
+                            result)
+        JobActor.start(self.actor_ref, cls(), ctx, "undo", undo=True)
+
+    def _params(self, job_id: str) -> dict[str, Any]:
+        raw = self.store.client.hget(self.store.keys.tree_key(self.root, "spec"), job_id)
+        return (json.loads(raw) if raw else {}).get("params") or {}
+
+    # -- finishing -------------------------------------------------------------------
+    def _job_done(self, done: JobDone) -> None:
+        current = self.running.get(done.job_id)
+        if current is None or current.token != done.token:
+            log.info("late result of job %s discarded (it was fenced off)", done.job_id)
+            return
+        del self.running[done.job_id]
+        self.node.tell(done)
+        if not done.ok and not self.aborting:
+            self._abort_all(f"job {done.job_id} failed")
+
+    def _abort_all(self, why: str) -> None:
+        self.aborting = True
+        for job_id in list(self.running):
+            self._request_abort(job_id, why)
+
+    def _request_abort(self, job_id: str, why: str) -> None:
+        current = self.running[job_id]
+        if current.abort_deadline is not None:
+            return
+        grace = self.abort_grace
+        shell_grace = current.ctx.params.get("grace")
+        if isinstance(shell_grace, (int, float)) and not isinstance(shell_grace, bool):
+            grace = max(grace, float(shell_grace) + 2.0)
+        current.abort_deadline = time.monotonic() + grace
+        current.ctx.log.info(f"abort requested: {why}")
+        current.ctx.abort_event.set()
+        try:
+            current.job.abort(current.ctx)
+        except Exception:
+            log.exception("abort() hook of job %s raised", job_id)
+
+    def _check_fences(self) -> None:
+        now = time.monotonic()
+        for job_id, current in list(self.running.items()):
+            if current.abort_deadline is not None and now >= current.abort_deadline:
+                del self.running[job_id]
+                summary = (f"did not stop within {self.abort_grace:g}s of the abort request; "
+                           "its late result will be discarded")
+                current.ctx.log.info(summary)
+                self.node.tell(Fence(self.root, job_id, current.token, summary))

@@ -1,0 +1,152 @@
+"""Node upkeep that is not about running jobs: lease heartbeats, the node record,
+reaping lost nodes, reconciliation reads, undo claims, outage notifications.
+
+Plain code called from the node actor's thread (so it needs no locks of its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jobgrove.errors import StoreUnavailableError
+from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.store import Store
+
+log = logging.getLogger(__name__)
+
+Notifier = Callable[[str, dict[str, Any]], None]
+
+
+class Upkeep:
+    def __init__(self, store: Store, registry: Registry, name: str, token: str,
+                 record: dict[str, Any], *, lease: float, heartbeat: float,
+                 reconcile_interval: float, undo_kinds: set[str],
+                 notifier: Notifier | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.name = name
+        self.token = token
+        self.record = record
+        self.lease = lease
+        self.heartbeat = heartbeat
+        self.reconcile_interval = reconcile_interval
+        self.undo_kinds = undo_kinds
+        self.notifier = notifier
+        self._running: dict[str, str] = {}  # job id -> root
+        self._next_beat = 0.0
+        self._next_reap = time.monotonic() + lease
+        # Reap nobody until Redis has been reachable for a whole lease (plus margin):
+        # after an outage, every node needs a chance to renew before anyone judges it.
+        self._reap_after = time.monotonic() + lease * 1.5
+        self._down_since: float | None = None
+
+    # -- local running jobs ------------------------------------------------------------
+    def started(self, job_id: str, root: str) -> None:
+        self._running[job_id] = root
+
+    def finished(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+
+    def running_jobs(self) -> list[tuple[str, str]]:
+        return list(self._running.items())
+
+    # -- timers -------------------------------------------------------------------------
+    def tick(self, running_ids: list[str]) -> None:
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._next_beat = now + self.heartbeat
+            self._beat(running_ids)
+        if now >= self._next_reap and now >= self._reap_after:
+            self._next_reap = now + self.lease / 2
+            self.reap_lost_nodes()
+
+    def _beat(self, running_ids: list[str]) -> None:
+        state = self.registry.renew(self.name, self.token, int(self.lease * 1000))
+        if state == "lost":
+            log.error("node name %r is held by another process now; this node keeps its "
+                      "running jobs but its lease is gone", self.name)
+        elif state == "retaken":
+            log.warning("lease of node %r had expired; taken back", self.name)
+        self.registry.write_record(self.name, {**self.record, "running": running_ids})
+
+    def redis_changed(self, ok: bool, detail: str) -> None:
+        now = time.monotonic()
+        if ok:
+            down_for = None if self._down_since is None else now - self._down_since
+            self._down_since = None
+            self._reap_after = now + self.lease * 1.5
+            self._next_beat = 0.0
+            self._notify("redis_up", {"detail": detail, "down_seconds": down_for})
+        else:
+            self._down_since = now
+            self._notify("redis_down", {"detail": detail})
+
+    def _notify(self, event: str, details: dict[str, Any]) -> None:
+        if self.notifier is None:
+            return
+        try:
+            self.notifier(event, {"node": self.name, **details})
+        except Exception:
+            log.exception("notifier failed for %s", event)
+
+    # -- node failure ----------------------------------------------------------------------
+    def reap_own(self) -> list[str]:
+        """At start: fail this node's jobs left RUNNING by a previous process."""
+        return self._reap(self.name, f"node {self.name} restarted while the job was running")
+
+    def reap_lost_nodes(self) -> None:
+        try:
+            nodes = self.registry.nodes()
+        except StoreUnavailableError:
+            return
+        for node in nodes:
+            if node["alive"] or node["name"] == self.name or node.get("reaped"):
+                continue
+            lock = self.store.keys.reaper_lock(node["name"])
+            # One reaper per lost node; the scripts would make a second pass a no-op anyway.
+            if not self.store.client.set(lock, self.name, nx=True, px=int(self.lease * 3000)):
+                continue
+            ended = self._reap(node["name"], f"node {node['name']} lost (lease expired)")
+            record = self.registry.record(node["name"]) or {}
+            if not self.store.client.exists(self.store.keys.lease(node["name"])):
+                self.registry.write_record(node["name"], {**record, "reaped": True,
+                                                          "running": []})
+            if ended:
+                log.warning("node %s lost: failed its running jobs %s", node["name"], ended)
+
+    def _reap(self, node: str, summary: str) -> list[str]:
+        ended: list[str] = []
+        for root in self.store.node_trees(node):
+            ended.extend(self.store.reap(root, node, summary))
+        return ended
+
+    # -- reconciliation reads --------------------------------------------------------------
+    def tree_flags(self, node: str) -> dict[str, tuple[bool, bool]]:
+        """For each tree with jobs on ``node``: (finished, aborting)."""
+        roots = sorted(self.store.node_trees(node))
+        if not roots:
+            return {}
+        pipe = self.store.client.pipeline(transaction=False)
+        for root in roots:
+            meta = self.store.keys.tree_key(root, "meta")
+            pipe.hexists(meta, "finished")
+            pipe.hexists(meta, "abort_cause")
+        flags = pipe.execute()
+        return {root: (bool(flags[2 * i]), bool(flags[2 * i + 1]))
+                for i, root in enumerate(roots)}
+
+    def claim_undo(self, root: str) -> list[str]:
+        """SUCCESS jobs of ``root`` on this node whose kind has an undo hook, each
+        claimed once cluster-wide (HSETNX), so the hook runs exactly once."""
+        if not self.undo_kinds:
+            return []
+        k = self.store.keys
+        flat = self.store.tree_flat(root)
+        ids = [j["id"] for j in flat.values()
+               if j["state"] == "SUCCESS" and j["node"] == self.name
+               and j["kind"] in self.undo_kinds]
+        return [i for i in ids if self.store.client.hsetnx(k.tree_key(root, "undone"), i,
+                                                           self.name)]

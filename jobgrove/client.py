@@ -1,0 +1,89 @@
+"""The public client: submit trees, read their status, wait, abort, list."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jobgrove.core.spec import parse_spec
+from jobgrove.errors import UnknownNodeError, WaitTimeoutError
+from jobgrove.jobs import kind_infos
+from jobgrove.messaging.connection import connect, decoded
+from jobgrove.messaging.keys import Keys
+from jobgrove.messaging.listing import Page, list_trees
+from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.store import Outcome, Store, translate_errors
+
+
+class Client:
+    """Talks to a cluster through its Redis. ``redis``: a URL, a redis-py client, or None
+    (``--redis``/``$JOBGROVE_REDIS_URL``/local default)."""
+
+    def __init__(self, redis: Any = None, *, namespace: str = "jg") -> None:
+        client = connect(redis) if redis is None or isinstance(redis, str) else decoded(redis)
+        self.keys = Keys(namespace)
+        self.store = Store(client, self.keys)
+        self.registry = Registry(client, self.keys)
+
+    def submit(self, spec: Any, *, node: str | None = None,
+               allow_unknown_node: bool = False) -> str:
+        """Validate and store a tree; returns its id (the root's id).
+
+        Kinds are checked against the ones registered in this process and the ones
+        registered nodes advertise. Jobs for a node that never registered are refused
+        unless ``allow_unknown_node``; a registered node that is down just gets them later.
+        """
+        advertised: set[str] = set()
+        for record in self.registry.nodes():
+            kinds = record.get("kinds")
+            if isinstance(kinds, list):
+                advertised.update(k for k in kinds if isinstance(k, str))
+        jobs, tags = parse_spec(spec, kind_infos(sorted(advertised)), default_node=node)
+        if not allow_unknown_node:
+            names = sorted({j.node for j in jobs})
+            unknown = set(names) - self.registry.known(names)
+            if unknown:
+                raise UnknownNodeError(sorted(unknown))
+        return self.store.submit(jobs, tags)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The whole tree containing ``job_id``, nested, with every job's state."""
+        return self.store.tree_status(job_id)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job's status object (no children)."""
+        return self.store.job_status(job_id)
+
+    def abort(self, job_id: str) -> Outcome:
+        """Abort the tree of ``job_id``, as if that job had failed."""
+        return self.store.abort(job_id)
+
+    def list(self, *, workspace: str | None = None, application: str | None = None,
+             version: str | None = None, instance: str | None = None,
+             node: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+        """Trees matching every given tag, newest first."""
+        tags = {"workspace": workspace, "application": application, "version": version,
+                "instance": instance, "node": node}
+        return list_trees(self.store, {k: v for k, v in tags.items() if v is not None},
+                          limit=limit, cursor=cursor)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.registry.nodes()
+
+    @translate_errors
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the tree is done (root finished, nothing running); its status."""
+        root = self.store.resolve_root(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.keys.tree_channel(root))
+            while not self.store.tree_finished(root):
+                remaining = 0.5 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeoutError(f"tree {root} not finished after {timeout}s")
+                # Any message is only a hint: loop and re-read Redis.
+                pubsub.get_message(timeout=min(remaining, 0.5))
+        finally:
+            pubsub.close()
+        return self.status(root)

@@ -1,0 +1,62 @@
+"""One error hierarchy: every error jobgrove raises on purpose is a JobgroveError."""
+
+from __future__ import annotations
+
+
+class JobgroveError(Exception):
+    """Base class of every error raised by jobgrove."""
+
+
+class SpecError(JobgroveError, ValueError):
+    """A tree spec is invalid. ``path`` names where in the tree, e.g. ``root.children[1].kind``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class UnknownJobError(JobgroveError, KeyError):
+    """No job or tree with this id is stored."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"unknown job id {self.job_id!r}"
+
+
+class UnknownNodeError(JobgroveError):
+    """A spec assigns a job to a node that never registered."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(
+            "unknown node(s): " + ", ".join(sorted(names))
+            + " (no such node ever registered; pass --allow-unknown-node to submit anyway)"
+        )
+        self.names = names
+
+
+class NodeNameInUseError(JobgroveError):
+    """Another live process already runs a node under this name."""
+
+
+class StoreUnavailableError(JobgroveError):
+    """Redis cannot be reached (connection refused, timed out, or went away)."""
+
+
+class CorruptRecordError(JobgroveError):
+    """A value read from Redis does not have the expected shape."""
+
+
+class JobAbortedError(JobgroveError):
+    """Raised inside job code by ``ctx.check_abort()`` once the tree is aborting."""
+
+
+class JobFailedError(JobgroveError):
+    """Raised by job code to fail with a clean one-line summary (no traceback in the log)."""
+
+
+class WaitTimeoutError(JobgroveError, TimeoutError):
+    """``Client.wait`` gave up before the tree finished."""

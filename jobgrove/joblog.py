@@ -1,0 +1,76 @@
+"""Job log files: one per job under the node's log dir, lines timestamped.
+
+The path is derived from the job id only (``<dir>/<id[:2]>/<id[2:]>.log``), and ids
+are checked to be UUIDs first, so no client-supplied text ever becomes a path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+#: Called with (job id, file size after the write) whenever a log grows.
+GrowthListener = Callable[[str, int], None]
+
+
+def is_job_id(value: object) -> bool:
+    """True for a canonical UUID string (the only shape a job id takes)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def log_path(log_dir: str | os.PathLike[str], job_id: str) -> Path:
+    if not is_job_id(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return Path(log_dir) / job_id[:2] / f"{job_id[2:]}.log"
+
+
+def _stamp() -> str:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class JobLog:
+    """Appends timestamped lines to one job's log file; safe to use from many threads."""
+
+    def __init__(self, log_dir: str | os.PathLike[str], job_id: str,
+                 on_growth: GrowthListener | None = None) -> None:
+        self.job_id = job_id
+        self.path = log_path(log_dir, job_id)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed by close())
+        self._on_growth = on_growth
+
+    def write(self, text: str) -> None:
+        """Write ``text``; each of its lines gets a timestamp."""
+        stamp = _stamp()
+        lines = text.splitlines() or [""]
+        data = "".join(f"{stamp} {line}\n" for line in lines).encode("utf-8", "replace")
+        with self._lock:
+            if self._file.closed:
+                return
+            self._file.write(data)
+            size = self._file.tell()
+        if self._on_growth is not None:
+            self._on_growth(self.job_id, size)
+
+    def info(self, message: str) -> None:
+        self.write(message)
+
+    def error(self, message: str) -> None:
+        self.write(f"ERROR {message}")
+
+    __call__ = write
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()

@@ -1,0 +1,1 @@
+"""Transports: the Redis store and pub/sub, wire messages, websocket server and client."""

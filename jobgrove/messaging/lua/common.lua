@@ -1,0 +1,80 @@
+-- Shared prelude of every state-change script (jobgrove.messaging.scripts prepends it).
+-- KEYS[1] is the tree's meta key; every key used shares its hash tag {root}.
+-- ARGV[1] tree key prefix "ns:{root}", ARGV[2] channel prefix "ns:ch:",
+-- ARGV[3] now (seconds, float as text), ARGV[4] root id; script arguments follow.
+local T = ARGV[1]
+local CH = ARGV[2]
+local NOW = ARGV[3]
+local ROOT = ARGV[4]
+
+local function opt(v)
+  if v == false or v == nil or v == '' then return cjson.null end
+  return v
+end
+
+local function publish_status(id, state)
+  local msg = cjson.encode({
+    type = 'status', tree = ROOT, job = id, state = state,
+    node = opt(redis.call('HGET', T .. ':node', id)),
+    summary = opt(redis.call('HGET', T .. ':summary', id)),
+    cause = opt(redis.call('HGET', T .. ':cause', id)),
+    started = opt(redis.call('HGET', T .. ':started', id)),
+    finished = opt(redis.call('HGET', T .. ':finished', id)),
+  })
+  redis.call('PUBLISH', CH .. 'tree:' .. ROOT, msg)
+end
+
+local function hint_nodes(kind, extra)
+  local msg = {t = kind, root = ROOT}
+  if extra then msg.cause = extra end
+  local encoded = cjson.encode(msg)
+  for _, n in ipairs(redis.call('SMEMBERS', T .. ':nodes')) do
+    redis.call('PUBLISH', CH .. 'node:' .. n, encoded)
+  end
+end
+
+-- Called after any change that may have finished the root.
+local function check_done()
+  local st = redis.call('HGET', T .. ':state', ROOT)
+  -- The tree is done once its root is finished and no job of it is still running.
+  if (st == 'SUCCESS' or st == 'FAILED' or st == 'ABORTED')
+      and redis.call('SCARD', T .. ':open') == 0
+      and redis.call('HEXISTS', T .. ':meta', 'finished') == 0 then
+    redis.call('HSET', T .. ':meta', 'finished', NOW)
+    redis.call('PUBLISH', CH .. 'tree:' .. ROOT,
+      cjson.encode({type = 'done', tree = ROOT, state = st}))
+    hint_nodes('done', nil)
+  end
+end
+
+local function finish_job(id, state, cause)
+  redis.call('HSET', T .. ':state', id, state)
+  redis.call('HSET', T .. ':finished', id, NOW)
+  if cause then redis.call('HSET', T .. ':cause', id, cause) end
+  redis.call('SREM', T .. ':open', id)
+  redis.call('HDEL', T .. ':running', id)
+  redis.call('HDEL', T .. ':abort', id)
+  publish_status(id, state)
+end
+
+-- A failure or abort of `cause`: every NEW/WAITING job ends ABORTED now, every
+-- RUNNING job is flagged (it ends ABORTED when its node reports back).
+local function abort_tree(cause)
+  if redis.call('HEXISTS', T .. ':meta', 'abort_cause') == 1 then return end
+  redis.call('HSET', T .. ':meta', 'abort_cause', cause)
+  for _, id in ipairs(redis.call('SMEMBERS', T .. ':open')) do
+    local st = redis.call('HGET', T .. ':state', id)
+    if st == 'NEW' or st == 'WAITING' then
+      finish_job(id, 'ABORTED', cause)
+    elseif st == 'RUNNING' and redis.call('HEXISTS', T .. ':abort', id) == 0 then
+      redis.call('HSET', T .. ':abort', id, cause)
+    end
+  end
+  for _, n in ipairs(redis.call('SMEMBERS', T .. ':nodes')) do
+    redis.call('DEL', T .. ':ready:' .. n)
+  end
+  redis.call('PUBLISH', CH .. 'tree:' .. ROOT,
+    cjson.encode({type = 'abort', tree = ROOT, cause = cause}))
+  hint_nodes('abort', cause)
+  check_done()
+end

@@ -1,0 +1,110 @@
+"""The pub/sub listener: one thread that reads Redis pub/sub and hands messages on.
+
+It only decodes and calls ``on_message`` (which must not block: actors just ``tell``).
+Messages are hints to re-read Redis, so losing some is harmless; what matters is
+that every (re)subscription is reported (``on_up``) so the owner reconciles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, dict[str, Any]], None]
+
+
+class Listener:
+    def __init__(self, client: Any, channels: list[str], on_message: MessageHandler,
+                 on_up: Callable[[], None], on_down: Callable[[str], None],
+                 name: str = "jobgrove-pubsub") -> None:
+        self.client = client
+        self.channels = set(channels)
+        self.on_message = on_message
+        self.on_up = on_up
+        self.on_down = on_down
+        self._changes: queue.SimpleQueue[tuple[bool, str]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._pubsub: Any = None
+        self._kill_count = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def subscribe(self, channel: str) -> None:
+        self._changes.put((True, channel))
+
+    def unsubscribe(self, channel: str) -> None:
+        self._changes.put((False, channel))
+
+    def _apply_changes(self, pubsub: Any) -> None:
+        while True:
+            try:
+                add, channel = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            if add and channel not in self.channels:
+                self.channels.add(channel)
+                pubsub.subscribe(channel)
+            elif not add and channel in self.channels:
+                self.channels.discard(channel)
+                pubsub.unsubscribe(channel)
+
+    def _loop(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                self._apply_changes(pubsub)
+                pubsub.subscribe(*sorted(self.channels))
+                # Subscribed: whatever was published while we were away is re-read now.
+                self.on_up()
+                backoff = 0.05
+                while not self._stop.is_set():
+                    self._apply_changes(pubsub)
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is not None and message.get("type") == "message":
+                        self._dispatch(message)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self.on_down(str(exc) or type(exc).__name__)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:  # a bug must not silently kill the only listener
+                log.exception("pub/sub listener error; reconnecting")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:
+                    log.debug("closing pub/sub failed", exc_info=True)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message.get("channel")
+        data = message.get("data")
+        if isinstance(channel, bytes):
+            channel = channel.decode("utf-8", "replace")
+        try:
+            payload = json.loads(data)
+        except (TypeError, ValueError):
+            log.warning("ignored malformed pub/sub message on %s: %.200r", channel, data)
+            return
+        if not isinstance(payload, dict):
+            log.warning("ignored non-object pub/sub message on %s: %.200r", channel, data)
+            return
+        try:
+            self.on_message(str(channel), payload)
+        except Exception:
+            log.exception("pub/sub handler failed on %s", channel)

@@ -1,0 +1,110 @@
+"""Node registry and liveness: a record per node and a lease (a key with a TTL).
+
+A node holds its name by holding ``lease:<name>`` (value: a random token, set with
+NX). Heartbeats extend it only while the token still matches, so two live processes
+can never both believe they own one name.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from jobgrove.errors import CorruptRecordError, NodeNameInUseError
+from jobgrove.messaging.keys import Keys
+from jobgrove.messaging.store import translate_errors
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 2 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Registry:
+    def __init__(self, client: Any, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    @translate_errors
+    def claim_name(self, name: str, token: str, lease_ms: int, record: dict[str, Any]) -> None:
+        """Take the lease on ``name`` and publish this node's record, or refuse."""
+        if not self.client.set(self.keys.lease(name), token, nx=True, px=lease_ms):
+            holder = self.record(name) or {}
+            raise NodeNameInUseError(
+                f"node name {name!r} is already held by a live process "
+                f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                f"address {holder.get('address') or 'none'}); stop it or pick another --name")
+        self.write_record(name, record)
+
+    @translate_errors
+    def renew(self, name: str, token: str, lease_ms: int) -> str:
+        """'held' (extended), 'retaken' (it had expired and we took it back), 'lost'."""
+        code = self._renew(keys=[self.keys.lease(name)], args=[token, lease_ms])
+        return {1: "held", 2: "retaken"}.get(int(code), "lost")
+
+    @translate_errors
+    def release(self, name: str, token: str) -> None:
+        self._release(keys=[self.keys.lease(name)], args=[token])
+
+    @translate_errors
+    def write_record(self, name: str, record: dict[str, Any]) -> None:
+        self.client.hset(self.keys.nodes, name, json.dumps({**record, "seen": time.time()}))
+
+    @translate_errors
+    def record(self, name: str) -> dict[str, Any] | None:
+        raw = self.client.hget(self.keys.nodes, name)
+        return None if raw is None else _decode(name, raw)
+
+    @translate_errors
+    def known(self, names: list[str]) -> set[str]:
+        if not names:
+            return set()
+        present = self.client.hmget(self.keys.nodes, names)
+        return {n for n, raw in zip(names, present) if raw is not None}
+
+    @translate_errors
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node that ever registered, with ``alive`` (its lease is held)."""
+        raw = self.client.hgetall(self.keys.nodes)
+        names = sorted(raw)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.lease(name))
+        alive = pipe.execute() if names else []
+        out = []
+        for name, is_alive in zip(names, alive):
+            try:
+                record = _decode(name, raw[name])
+            except CorruptRecordError as exc:
+                record = {"error": str(exc)}
+            out.append({"name": name, "address": record.get("address"),
+                        "running": record.get("running", []) if is_alive else [],
+                        **{k: v for k, v in record.items() if k not in ("running",)},
+                        "alive": bool(is_alive)})
+        return out
+
+    def kinds_of(self, name: str) -> list[str]:
+        record = self.record(name) or {}
+        kinds = record.get("kinds", [])
+        return [k for k in kinds if isinstance(k, str)] if isinstance(kinds, list) else []
+
+
+def _decode(name: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptRecordError(f"node record {name!r} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise CorruptRecordError(f"node record {name!r} is not an object")
+    return value

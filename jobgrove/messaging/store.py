@@ -1,0 +1,311 @@
+"""The job store: trees, jobs and their states in Redis.
+
+Redis is the source of truth. Every state change goes through one Lua script
+(``scripts.py``) that checks the expected state and applies all of its consequences
+atomically, then publishes hints (pub/sub) that tell nodes and viewers to re-read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+
+from jobgrove.core.spec import JobSpec
+from jobgrove.core.status import nest_status
+from jobgrove.errors import CorruptRecordError, StoreUnavailableError, UnknownJobError
+from jobgrove.messaging.keys import Keys
+from jobgrove.messaging.scripts import register_scripts
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant command
+_PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
+
+
+def translate_errors(fn: F) -> F:
+    """Turn redis-py connection failures into StoreUnavailableError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if "BUSY" in str(exc) or "LOADING" in str(exc):
+                raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A job this node has just moved to RUNNING, with the token that fences it."""
+
+    root: str
+    id: str
+    token: str
+    spec: dict[str, Any]
+    #: Results of its children (id -> value), and the tree context when claimed.
+    results: dict[str, Any]
+    context: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a finish or abort did: ``verdict`` ok/stale/finished/unknown, final state."""
+
+    verdict: str
+    state: str
+
+
+def _loads(raw: str, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise CorruptRecordError(f"{what}: not valid JSON ({exc})") from exc
+
+
+def _decode_map(raw: str, what: str) -> dict[str, Any]:
+    """A JSON object whose values are themselves JSON texts (as Lua passes them)."""
+    outer = _loads(raw, what)
+    if isinstance(outer, list):  # cjson encodes an empty table as []
+        return {}
+    return {key: _loads(value, f"{what} {key}") for key, value in outer.items()}
+
+
+def _float(raw: Any) -> float | None:
+    try:
+        return None if raw is None else float(raw)
+    except ValueError:
+        return None
+
+
+class Store:
+    """Jobs and trees in Redis (or fakeredis, through the same client API)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self._scripts = register_scripts(client)
+
+    # -- scripts ---------------------------------------------------------------
+    def _run(self, name: str, root: str, *args: Any) -> Any:
+        argv = [self.keys.tree(root), self.keys.channel_prefix, repr(time.time()), root, *args]
+        return self._scripts[name](keys=[self.keys.tree_key(root, "meta")], args=argv)
+
+    # -- writing a tree ----------------------------------------------------------
+    @translate_errors
+    def submit(self, jobs: list[JobSpec], tags: dict[str, str]) -> str:
+        """Store a validated tree (all or nothing) and tell its nodes. Returns the root id."""
+        root = jobs[0].id
+        k = self.keys
+        now = time.time()
+        pipe = self.client.pipeline(transaction=True)
+
+        def hset_chunks(key: str, items: Iterable[tuple[str, Any]]) -> None:
+            batch: dict[str, Any] = {}
+            for field, value in items:
+                batch[field] = value
+                if len(batch) >= _CHUNK:
+                    pipe.hset(key, mapping=batch)
+                    batch = {}
+            if batch:
+                pipe.hset(key, mapping=batch)
+
+        def tk(part: str) -> str:
+            return k.tree_key(root, part)
+
+        hset_chunks(tk("spec"), ((j.id, json.dumps({
+            "id": j.id, "parent": j.parent, "node": j.node, "kind": j.kind,
+            "title": j.title, "params": j.params, "children": list(j.children)}))
+            for j in jobs))
+        hset_chunks(tk("state"), ((j.id, "NEW" if j.children else "WAITING") for j in jobs))
+        hset_chunks(tk("node"), ((j.id, j.node) for j in jobs))
+        hset_chunks(tk("parent"), ((j.id, j.parent) for j in jobs if j.parent))
+        hset_chunks(tk("pending"), ((j.id, len(j.children)) for j in jobs if j.children))
+        hset_chunks(k.roots, ((j.id, root) for j in jobs))
+        for start in range(0, len(jobs), _CHUNK):
+            pipe.sadd(tk("open"), *(j.id for j in jobs[start:start + _CHUNK]))
+        leaves: dict[str, list[str]] = {}
+        for j in jobs:
+            if not j.children:
+                leaves.setdefault(j.node, []).append(j.id)
+        # Deepest leaves first: the order within a node's ready list is the start order.
+        for node, ids in leaves.items():
+            for start in range(0, len(ids), _CHUNK):
+                pipe.rpush(tk(f"ready:{node}"), *ids[start:start + _CHUNK])
+        nodes = sorted({j.node for j in jobs})
+        pipe.sadd(tk("nodes"), *nodes)
+        pipe.hset(tk("meta"), mapping={
+            "root": root, "title": jobs[0].title, "created": repr(now),
+            "tags": json.dumps(tags), "size": len(jobs)})
+        pipe.zadd(k.trees, {root: now})
+        for key, value in tags.items():
+            pipe.zadd(k.tag(key, value), {root: now})
+        for node in nodes:
+            pipe.sadd(k.node_trees(node), root)
+        hint = json.dumps({"t": "ready", "root": root})
+        for node in leaves:
+            pipe.publish(k.node_channel(node), hint)
+        pipe.execute()
+        return root
+
+    # -- reading -------------------------------------------------------------------
+    @translate_errors
+    def resolve_root(self, job_id: str) -> str:
+        root = self.client.hget(self.keys.roots, job_id) if isinstance(job_id, str) else None
+        if root is None:
+            raise UnknownJobError(job_id)
+        return root
+
+    @translate_errors
+    def tree_flat(self, root: str) -> dict[str, dict[str, Any]]:
+        """Every job of the tree as a flat status object (``child_ids`` instead of children)."""
+        pipe = self.client.pipeline(transaction=False)
+        for part in _PER_JOB:
+            pipe.hgetall(self.keys.tree_key(root, part))
+        pipe.hgetall(self.keys.tree_key(root, "meta"))
+        state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
+        if not state:
+            raise UnknownJobError(root)
+        created = _float(meta.get("created"))
+        tags = _loads(meta.get("tags", "{}"), f"tree {root} tags")
+        flat: dict[str, dict[str, Any]] = {}
+        for job_id, job_state in state.items():
+            job_spec = _loads(spec.get(job_id, ""), f"job {job_id} spec")
+            flat[job_id] = {
+                "id": job_id, "root": root, "parent": parent.get(job_id),
+                "node": node.get(job_id), "kind": job_spec.get("kind"),
+                "title": job_spec.get("title"), "state": job_state,
+                "summary": summary.get(job_id), "cause": cause.get(job_id),
+                "created": created, "started": _float(started.get(job_id)),
+                "finished": _float(finished.get(job_id)),
+                "tags": tags if job_id == root else {},
+                "child_ids": job_spec.get("children", []),
+            }
+        return flat
+
+    def tree_status(self, job_id: str) -> dict[str, Any]:
+        """The whole tree of any of its jobs, nested (the contract's status JSON)."""
+        root = self.resolve_root(job_id)
+        return nest_status(self.tree_flat(root), root)
+
+    @translate_errors
+    def job_state(self, job_id: str) -> str:
+        root = self.resolve_root(job_id)
+        state = self.client.hget(self.keys.tree_key(root, "state"), job_id)
+        if state is None:
+            raise UnknownJobError(job_id)
+        return state
+
+    @translate_errors
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """One job's status object, without children."""
+        root = self.resolve_root(job_id)
+        pipe = self.client.pipeline(transaction=False)
+        for part in _PER_JOB:
+            pipe.hget(self.keys.tree_key(root, part), job_id)
+        pipe.hmget(self.keys.tree_key(root, "meta"), ["created", "tags"])
+        state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
+        if state is None:
+            raise UnknownJobError(job_id)
+        job_spec = _loads(spec or "", f"job {job_id} spec")
+        return {"id": job_id, "root": root, "parent": parent, "node": node,
+                "kind": job_spec.get("kind"), "title": job_spec.get("title"),
+                "state": state, "summary": summary, "cause": cause,
+                "created": _float(meta[0]), "started": _float(started),
+                "finished": _float(finished),
+                "tags": _loads(meta[1] or "{}", "tags") if job_id == root else {}}
+
+    @translate_errors
+    def tree_finished(self, root: str) -> bool:
+        return bool(self.client.hexists(self.keys.tree_key(root, "meta"), "finished"))
+
+    @translate_errors
+    def results(self, root: str, ids: Iterable[str]) -> dict[str, Any]:
+        """The stored results of SUCCESS jobs (JSON values), by id."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        raw = self.client.hmget(self.keys.tree_key(root, "results"), ids)
+        return {i: _loads(r, f"result of {i}") for i, r in zip(ids, raw) if r is not None}
+
+    @translate_errors
+    def context(self, root: str) -> dict[str, Any]:
+        raw = self.client.hgetall(self.keys.tree_key(root, "ctx"))
+        return {key: _loads(value, f"context {key}") for key, value in raw.items()}
+
+    @translate_errors
+    def set_context(self, root: str, key: str, value: Any) -> None:
+        self.client.hset(self.keys.tree_key(root, "ctx"), key, json.dumps(value))
+
+    @translate_errors
+    def running_on(self, root: str, node: str) -> dict[str, str | None]:
+        """RUNNING jobs of ``root`` on ``node``: id -> abort cause (None if not asked)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.tree_key(root, "running"))
+        pipe.hgetall(self.keys.tree_key(root, "abort"))
+        running, aborts = pipe.execute()
+        return {i: aborts.get(i) for i, n in running.items() if n == node}
+
+    @translate_errors
+    def tokens(self, root: str, ids: list[str]) -> dict[str, str | None]:
+        raw = self.client.hmget(self.keys.tree_key(root, "token"), ids) if ids else []
+        return dict(zip(ids, raw))
+
+    @translate_errors
+    def has_ready(self, root: str, node: str) -> bool:
+        return bool(self.client.llen(self.keys.tree_key(root, f"ready:{node}")))
+
+    @translate_errors
+    def node_trees(self, node: str) -> set[str]:
+        return set(self.client.smembers(self.keys.node_trees(node)))
+
+    @translate_errors
+    def forget_node_tree(self, node: str, root: str) -> None:
+        self.client.srem(self.keys.node_trees(node), root)
+
+    # -- state changes (one Lua script each) --------------------------------------------
+    @translate_errors
+    def claim(self, root: str, node: str, max_jobs: int) -> list[Claim]:
+        """Move up to ``max_jobs`` runnable jobs of ``root`` on ``node`` to RUNNING."""
+        if max_jobs <= 0:
+            return []
+        flat = self._run("claim", root, node, max_jobs, uuid.uuid4().hex)
+        if not flat:
+            return []
+        context = _decode_map(flat[0], "tree context")
+        return [Claim(root, flat[i], flat[i + 1], _loads(flat[i + 2], f"job {flat[i]} spec"),
+                      _decode_map(flat[i + 3], f"children results of {flat[i]}"), context)
+                for i in range(1, len(flat), 4)]
+
+    @translate_errors
+    def finish(self, root: str, job_id: str, token: str, ok: bool,
+               summary: str = "", result: Any = None) -> Outcome:
+        """Record a RUNNING job's outcome (compare-and-set on its run token)."""
+        encoded = "" if result is None else json.dumps(result)
+        verdict, state = self._run("finish", root, job_id, token,
+                                   "SUCCESS" if ok else "FAILED", summary[:2000], encoded)
+        return Outcome(verdict, state)
+
+    @translate_errors
+    def abort(self, job_id: str) -> Outcome:
+        """A user abort of any job: acts like its failure (the whole tree stops)."""
+        root = self.resolve_root(job_id)
+        verdict, state = self._run("abort", root, job_id)
+        if verdict == "unknown":
+            raise UnknownJobError(job_id)
+        return Outcome(verdict, state)
+
+    @translate_errors
+    def reap(self, root: str, node: str, summary: str) -> list[str]:
+        """Fail every RUNNING job of ``root`` on a lost ``node``; returns their ids."""
+        return list(self._run("reap", root, node, summary))

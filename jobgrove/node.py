@@ -1,0 +1,179 @@
+"""The public Node: a jobgrove node running inside the host process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from jobgrove import __version__
+from jobgrove.actors.messages import Hint, ListenerDown, Reconnected
+from jobgrove.actors.node_actor import NodeActor
+from jobgrove.actors.ticker import Ticker
+from jobgrove.actors.upkeep import Notifier, Upkeep
+from jobgrove.core.spec import MAX_NAME
+from jobgrove.errors import JobgroveError, StoreUnavailableError
+from jobgrove.jobs import kind_class, kind_names
+from jobgrove.joblog import GrowthListener
+from jobgrove.messaging.connection import connect, decoded
+from jobgrove.messaging.keys import Keys
+from jobgrove.messaging.pubsub import Listener
+from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.store import Store
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping node waits for its actors (seconds).
+_STOP_TIMEOUT = 10.0
+
+
+def default_log_dir(name: str) -> str:
+    base = os.environ.get("JOBGROVE_LOG_DIR")
+    if base:
+        return str(Path(base) / name)
+    return str(Path.home() / ".local" / "state" / "jobgrove" / name / "logs")
+
+
+class Node:
+    """Runs the jobs assigned to ``name``. ``start()`` returns once the node is up.
+
+    ``redis``: a URL, a redis-py client (fakeredis too), or None for the default URL.
+    """
+
+    def __init__(self, name: str, *, redis: Any = None, log_dir: str | None = None,
+                 concurrency: int = 8, abort_grace: float = 10.0, lease: float = 10.0,
+                 heartbeat: float | None = None, reconcile_interval: float = 5.0,
+                 tick: float = 0.05, namespace: str = "jg", address: str | None = None,
+                 notifier: Notifier | None = None,
+                 on_log_growth: GrowthListener | None = None) -> None:
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME \
+                or not name.isprintable() or any(c in name for c in " /{}"):
+            raise JobgroveError(f"invalid node name {name!r}: 1 to {MAX_NAME} printable "
+                                "characters, no spaces, '/', '{' or '}'")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise JobgroveError(f"concurrency must be a positive integer, got {concurrency!r}")
+        self.name = name
+        client = connect(redis) if redis is None or isinstance(redis, str) else decoded(redis)
+        self.keys = Keys(namespace)
+        self.store = Store(client, self.keys)
+        self.registry = Registry(client, self.keys)
+        self.log_dir = log_dir or default_log_dir(name)
+        self.concurrency = concurrency
+        self.abort_grace = abort_grace
+        self.lease = lease
+        self.heartbeat = heartbeat or max(lease / 4, 0.05)
+        self.reconcile_interval = reconcile_interval
+        self.tick = tick
+        self.address = address
+        self.notifier = notifier
+        self.on_log_growth = on_log_growth
+        self.token = uuid.uuid4().hex
+        self.actor: pykka.ActorRef[Any] | None = None
+        self._listener: Listener | None = None
+        self._ticker: Ticker | None = None
+        self._lock = threading.Lock()
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "address": self.address, "version": __version__,
+                "concurrency": self.concurrency, "started": time.time(),
+                "pid": os.getpid(), "host": socket.gethostname(), "kinds": kind_names()}
+
+    def start(self) -> Node:
+        """Register (refusing a name held by a live process), fail what a previous
+        process of this name left RUNNING, then start the actors. Raises
+        StoreUnavailableError if Redis cannot be reached."""
+        with self._lock:
+            if self.actor is not None:
+                return self
+            Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+            record = self.record()
+            self.registry.claim_name(self.name, self.token, int(self.lease * 1000), record)
+            undo_kinds = {k for k in kind_names() if (cls := kind_class(k)) and cls.has_undo()}
+            upkeep = Upkeep(self.store, self.registry, self.name, self.token, record,
+                            lease=self.lease, heartbeat=self.heartbeat,
+                            reconcile_interval=self.reconcile_interval,
+                            undo_kinds=undo_kinds, notifier=self.notifier)
+            reaped = upkeep.reap_own()
+            if reaped:
+                log.warning("failed %d job(s) left RUNNING by a previous process of node %s",
+                            len(reaped), self.name)
+            self.actor = NodeActor.start(
+                self.store, self.name, concurrency=self.concurrency, log_dir=self.log_dir,
+                abort_grace=self.abort_grace, upkeep=upkeep, on_log_growth=self.on_log_growth)
+            actor = self.actor
+            self._listener = Listener(
+                self.store.client, [self.keys.node_channel(self.name)],
+                on_message=lambda _ch, msg: _route(actor, msg),
+                on_up=lambda: actor.tell(Reconnected()),
+                on_down=lambda err: actor.tell(ListenerDown(err)),
+                name=f"jobgrove-pubsub-{self.name}")
+            self._listener.start()
+            self._ticker = Ticker(actor, self.tick, name=f"jobgrove-ticker-{self.name}")
+            self._ticker.start()
+            log.info("node %s started (concurrency %d, logs in %s)", self.name,
+                     self.concurrency, self.log_dir)
+            return self
+
+    def running(self, timeout: float = 5.0) -> int:
+        """How many jobs run here now."""
+        if self.actor is None:
+            return 0
+        return int(self.actor.proxy().running_count.get(timeout=timeout))
+
+    def stop(self, graceful: bool = True, timeout: float = 60.0) -> None:
+        """Stop the node. Graceful: start nothing new, let running jobs finish (up to
+        ``timeout``) and record them. Otherwise, or past the timeout: abort what runs,
+        record it FAILED ("node stopped") and stop at once."""
+        with self._lock:
+            actor, self.actor = self.actor, None
+            if actor is None:
+                return
+            try:
+                if graceful:
+                    actor.proxy().drain().get(timeout=_STOP_TIMEOUT)
+                    deadline = time.monotonic() + timeout
+                    while time.monotonic() < deadline:
+                        proxy = actor.proxy()
+                        if proxy.running_count.get(timeout=_STOP_TIMEOUT) == 0 \
+                                and not proxy.outbox.get(timeout=_STOP_TIMEOUT):
+                            break
+                        time.sleep(0.05)
+            except (pykka.Timeout, pykka.ActorDeadError) as exc:
+                log.warning("node %s did not drain cleanly: %s", self.name, exc)
+            if self._ticker is not None:
+                self._ticker.stop()
+            if self._listener is not None:
+                self._listener.stop()
+            try:
+                actor.stop(block=True, timeout=_STOP_TIMEOUT)
+            except pykka.Timeout:
+                log.warning("node actor of %s did not stop within %ss", self.name,
+                            _STOP_TIMEOUT)
+            try:
+                for root in self.store.node_trees(self.name):
+                    self.store.reap(root, self.name, f"node {self.name} stopped")
+                self.registry.release(self.name, self.token)
+            except StoreUnavailableError as exc:
+                log.error("node %s stopped without reaching Redis: %s", self.name, exc)
+            log.info("node %s stopped", self.name)
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _route(actor: pykka.ActorRef[Any], message: dict[str, Any]) -> None:
+    kind, root = message.get("t"), message.get("root")
+    if kind in ("ready", "abort", "done") and isinstance(root, str) and len(root) <= 64:
+        actor.tell(Hint(kind, root))
+    else:
+        log.warning("ignored unexpected node message: %.200r", message)
