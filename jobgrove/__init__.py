@@ -6,10 +6,10 @@ stops the whole tree. State lives in Redis; nodes are pykka actors.
 
 __version__ = "0.1.0"
 
-from jobgrove.client import Client  # noqa: E402
-from jobgrove.core.spec import Param  # noqa: E402
-from jobgrove.core.states import State  # noqa: E402
-from jobgrove.errors import (  # noqa: E402
+from jobgrove.client import Client
+from jobgrove.core.spec import Param
+from jobgrove.core.states import State
+from jobgrove.errors import (
     CorruptRecordError,
     JobAbortedError,
     JobFailedError,
@@ -21,8 +21,8 @@ from jobgrove.errors import (  # noqa: E402
     UnknownNodeError,
     WaitTimeoutError,
 )
-from jobgrove.jobs import Job, JobContext, job_kind  # noqa: E402
-from jobgrove.node import Node  # noqa: E402
+from jobgrove.jobs import Job, JobContext, job_kind
+from jobgrove.node import Node
 
 __all__ = [
     "Client",

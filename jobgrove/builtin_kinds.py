@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -144,10 +145,8 @@ class Shell(Job):
     @staticmethod
     def _stop(proc: subprocess.Popen[bytes], grace: float, ctx: JobContext) -> None:
         def signal_group(sig: int) -> None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
         signal_group(signal.SIGTERM)
         try:

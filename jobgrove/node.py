@@ -20,13 +20,14 @@ from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
 from jobgrove.core.spec import MAX_NAME
 from jobgrove.errors import JobgroveError, StoreUnavailableError
-from jobgrove.jobs import kind_class, kind_names
 from jobgrove.joblog import GrowthListener
+from jobgrove.jobs import kind_class, kind_names
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
+from jobgrove.notify import CommandNotifier
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class Node:
                  heartbeat: float | None = None, reconcile_interval: float = 5.0,
                  tick: float = 0.05, namespace: str = "jg", address: str | None = None,
                  notifier: Notifier | None = None,
-                 on_log_growth: GrowthListener | None = None) -> None:
+                 on_log_growth: GrowthListener | None = None, listen: str | None = None,
+                 advertise: str | None = None, secret: bytes | None = None,
+                 allowed_origins: tuple[str, ...] = ()) -> None:
         if not isinstance(name, str) or not name or len(name) > MAX_NAME \
                 or not name.isprintable() or any(c in name for c in " /{}"):
             raise JobgroveError(f"invalid node name {name!r}: 1 to {MAX_NAME} printable "
@@ -72,8 +75,13 @@ class Node:
         self.reconcile_interval = reconcile_interval
         self.tick = tick
         self.address = address
-        self.notifier = notifier
+        self.notifier = notifier if notifier is not None else CommandNotifier()
         self.on_log_growth = on_log_growth
+        self.listen = listen
+        self.advertise = advertise
+        self.secret = secret
+        self.allowed_origins = allowed_origins
+        self.endpoint: Any = None
         self.token = uuid.uuid4().hex
         self.actor: pykka.ActorRef[Any] | None = None
         self._listener: Listener | None = None
@@ -93,8 +101,16 @@ class Node:
             if self.actor is not None:
                 return self
             Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+            if self.listen is not None:
+                self._start_endpoint()
             record = self.record()
-            self.registry.claim_name(self.name, self.token, int(self.lease * 1000), record)
+            try:
+                self.registry.claim_name(self.name, self.token, int(self.lease * 1000), record)
+            except JobgroveError:
+                if self.endpoint is not None:
+                    self.endpoint.stop()
+                    self.endpoint = None
+                raise
             undo_kinds = {k for k in kind_names() if (cls := kind_class(k)) and cls.has_undo()}
             upkeep = Upkeep(self.store, self.registry, self.name, self.token, record,
                             lease=self.lease, heartbeat=self.heartbeat,
@@ -121,32 +137,73 @@ class Node:
                      self.concurrency, self.log_dir)
             return self
 
+    def _start_endpoint(self) -> None:
+        from jobgrove.endpoint import Endpoint
+
+        self.endpoint = Endpoint(node_name=self.name, store=self.store, registry=self.registry,
+                                 log_dir=self.log_dir, listen=self.listen, secret=self.secret,
+                                 allowed_origins=self.allowed_origins,
+                                 running_count=self._running_or_none)
+        self.endpoint.start()
+        self.address = self.advertise or self.endpoint.address
+        downstream = self.on_log_growth
+        endpoint = self.endpoint
+
+        def growth(job_id: str, size: int) -> None:
+            endpoint.on_log_growth(job_id, size)
+            if downstream is not None:
+                downstream(job_id, size)
+
+        self.on_log_growth = growth
+
+    def _running_or_none(self) -> int | None:
+        try:
+            return self.running(timeout=1.0)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return None
+
     def running(self, timeout: float = 5.0) -> int:
         """How many jobs run here now."""
         if self.actor is None:
             return 0
         return int(self.actor.proxy().running_count.get(timeout=timeout))
 
+    def drain(self) -> None:
+        """Start nothing new; running jobs go on and get recorded."""
+        if self.actor is not None:
+            self.actor.proxy().drain().get(timeout=_STOP_TIMEOUT)
+
+    def idle(self) -> bool:
+        """True when nothing runs here and every outcome is recorded."""
+        if self.actor is None:
+            return True
+        proxy = self.actor.proxy()
+        return proxy.running_count.get(timeout=_STOP_TIMEOUT) == 0 \
+            and not proxy.outbox.get(timeout=_STOP_TIMEOUT)
+
+    def wait_idle(self, timeout: float, interrupt: threading.Event | None = None) -> bool:
+        """Wait until ``idle()`` (True), the timeout, or ``interrupt`` is set (False)."""
+        deadline = time.monotonic() + timeout
+        while not self.idle():
+            if time.monotonic() >= deadline or (interrupt is not None and interrupt.is_set()):
+                return False
+            (interrupt or threading.Event()).wait(0.05)
+        return True
+
     def stop(self, graceful: bool = True, timeout: float = 60.0) -> None:
         """Stop the node. Graceful: start nothing new, let running jobs finish (up to
         ``timeout``) and record them. Otherwise, or past the timeout: abort what runs,
         record it FAILED ("node stopped") and stop at once."""
+        if graceful and self.actor is not None:
+            try:
+                self.drain()
+                self.wait_idle(timeout)
+            except (pykka.Timeout, pykka.ActorDeadError) as exc:
+                log.warning("node %s did not drain cleanly: %s", self.name, exc)
         with self._lock:
             actor, self.actor = self.actor, None
             if actor is None:
                 return
-            try:
-                if graceful:
-                    actor.proxy().drain().get(timeout=_STOP_TIMEOUT)
-                    deadline = time.monotonic() + timeout
-                    while time.monotonic() < deadline:
-                        proxy = actor.proxy()
-                        if proxy.running_count.get(timeout=_STOP_TIMEOUT) == 0 \
-                                and not proxy.outbox.get(timeout=_STOP_TIMEOUT):
-                            break
-                        time.sleep(0.05)
-            except (pykka.Timeout, pykka.ActorDeadError) as exc:
-                log.warning("node %s did not drain cleanly: %s", self.name, exc)
             if self._ticker is not None:
                 self._ticker.stop()
             if self._listener is not None:
@@ -162,6 +219,9 @@ class Node:
                 self.registry.release(self.name, self.token)
             except StoreUnavailableError as exc:
                 log.error("node %s stopped without reaching Redis: %s", self.name, exc)
+            if self.endpoint is not None:
+                self.endpoint.stop()
+                self.endpoint = None
             log.info("node %s stopped", self.name)
 
     def __enter__(self) -> Node:

@@ -27,8 +27,8 @@ from jobgrove.actors.messages import (
     Tick,
     UndoDone,
 )
-from jobgrove.jobs import Job, JobContext, TreeContext, kind_class
 from jobgrove.joblog import GrowthListener, JobLog
+from jobgrove.jobs import Job, JobContext, TreeContext, kind_class
 from jobgrove.messaging.store import Claim, Store
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,3 @@
+from jobgrove.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Drawing trees in the terminal (rich): states, durations, live updates."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
+from rich.tree import Tree
+
+from jobgrove.core.states import FINISHED, State
+
+STYLE = {
+    "NEW": "dim", "WAITING": "yellow", "RUNNING": "bold cyan",
+    "SUCCESS": "green", "FAILED": "bold red", "ABORTED": "magenta",
+}
+ICON = {"NEW": "·", "WAITING": "…", "RUNNING": "▶", "SUCCESS": "✔", "FAILED": "✘",
+        "ABORTED": "■"}
+#: Children shown per job; the rest are summarised in one line (trees can be huge).
+MAX_CHILDREN = 12
+
+
+def duration(job: dict[str, Any], now: float | None = None) -> str:
+    started, finished = job.get("started"), job.get("finished")
+    if started is None:
+        return ""
+    seconds = (finished if finished is not None else (now or time.time())) - started
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _label(job: dict[str, Any], now: float) -> Text:
+    state = job["state"]
+    text = Text()
+    text.append(f"{ICON.get(state, '?')} {state:<8}", style=STYLE.get(state, ""))
+    text.append(f" {job.get('title') or job.get('kind')}", style="bold")
+    text.append(f"  {job['id'][:8]} @{job.get('node')}", style="dim")
+    spent = duration(job, now)
+    if spent:
+        text.append(f"  {spent}")
+    if job.get("summary") and state in ("FAILED", "ABORTED"):
+        text.append(f"  {job['summary']}", style=STYLE.get(state, ""))
+    if job.get("cause") and job["cause"] != job["id"] and state == "ABORTED":
+        text.append(f"  (cause {job['cause'][:8]})", style="dim")
+    return text
+
+
+def counts(status: dict[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    stack = [status]
+    while stack:
+        job = stack.pop()
+        out[job["state"]] = out.get(job["state"], 0) + 1
+        stack.extend(job.get("children", []))
+    return out
+
+
+def draw_tree(status: dict[str, Any], now: float | None = None) -> RenderableType:
+    now = now or time.time()
+    tree = Tree(_label(status, now))
+    stack: list[tuple[Tree, dict[str, Any]]] = [(tree, status)]
+    while stack:
+        branch, job = stack.pop()
+        children = job.get("children", [])
+        # Show the interesting ones first: running and failed before finished ones.
+        order = {"RUNNING": 0, "FAILED": 1, "WAITING": 2, "ABORTED": 3, "NEW": 4,
+                 "SUCCESS": 5}
+        shown = sorted(children, key=lambda c: order.get(c["state"], 9))[:MAX_CHILDREN] \
+            if len(children) > MAX_CHILDREN else children
+        for child in shown:
+            stack.append((branch.add(_label(child, now)), child))
+        hidden = [c for c in children if c not in shown] if len(children) > MAX_CHILDREN else []
+        if hidden:
+            tally: dict[str, int] = {}
+            for c in hidden:
+                for state, n in counts(c).items():
+                    tally[state] = tally.get(state, 0) + n
+            branch.add(Text(f"… {len(hidden)} more: " + ", ".join(
+                f"{n} {s}" for s, n in sorted(tally.items())), style="dim"))
+    summary = counts(status)
+    footer = Text("  ".join(f"{s}: {n}" for s, n in sorted(summary.items())), style="dim")
+    return Group(tree, footer)
+
+
+def is_done(status: dict[str, Any]) -> bool:
+    """Root finished and nothing left running (what ``Client.wait`` waits for)."""
+    if status["state"] not in {s.value for s in FINISHED}:
+        return False
+    return counts(status).get(State.RUNNING.value, 0) == 0
+
+
+def follow(fetch: Callable[[], dict[str, Any]], wait_change: Callable[[float], None],
+           console: Console, extra: Callable[[dict[str, Any]], RenderableType | None]
+           | None = None) -> dict[str, Any]:
+    """Redraw the tree live until it is done; returns the final status."""
+    status = fetch()
+    with Live(console=console, refresh_per_second=8, transient=False) as live:
+        while True:
+            parts: list[RenderableType] = [draw_tree(status)]
+            more = extra(status) if extra else None
+            if more is not None:
+                parts.append(more)
+            live.update(Group(*parts))
+            if is_done(status):
+                break
+            wait_change(0.25)
+            status = fetch()
+    console.print()
+    return status

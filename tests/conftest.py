@@ -1,0 +1,86 @@
+"""Shared fixtures. Integration tests use a private redis-server started here (never
+the machine's own Redis); fakeredis only serves the embedded-mode and unit tests."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from jobgrove import Client, Node
+from jobgrove.messaging.connection import fake_client, fake_server
+from tests.helpers import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session; each test gets it flushed."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if redis_server.proc is None:  # a test stopped it
+        redis_server.start()
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to kill, pause and restart freely."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fake() -> Any:
+    """An in-process fakeredis server (embedded mode)."""
+    return fake_server()
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def backend(request: pytest.FixtureRequest) -> Any:
+    """A Redis connection target for contract tests run against both adapters:
+    a URL of the private redis-server, or a fakeredis client."""
+    if request.param == "redis":
+        return request.getfixturevalue("redis_url")
+    return fake_client(fake_server())
+
+
+@pytest.fixture
+def log_dir() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="jobgrove-logs-") as path:
+        yield path
+
+
+@pytest.fixture
+def nodes(log_dir: str) -> Iterator[Any]:
+    """Factory of in-process nodes, all stopped at teardown."""
+    started: list[Node] = []
+
+    def make(name: str, redis: Any, **kwargs: Any) -> Node:
+        kwargs.setdefault("log_dir", f"{log_dir}/{name}")
+        kwargs.setdefault("abort_grace", 3.0)
+        node = Node(name, redis=redis, **kwargs).start()
+        started.append(node)
+        return node
+
+    yield make
+    for node in reversed(started):
+        node.stop(graceful=False)
+
+
+@pytest.fixture
+def client_for() -> Any:
+    def make(redis: Any) -> Client:
+        return Client(redis)
+
+    return make
