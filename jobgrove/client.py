@@ -78,12 +78,21 @@ class Client:
         pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(self.keys.tree_channel(root))
-            while not self.store.tree_finished(root):
-                remaining = 0.5 if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
+            check_at = 0.0
+            while True:
+                now = time.monotonic()
+                # Re-read on a "done" hint, and at least every half second: hints may
+                # be lost, and re-reading on every status message would load Redis.
+                if now >= check_at:
+                    if self.store.tree_finished(root):
+                        break
+                    check_at = now + 0.5
+                if deadline is not None and now >= deadline:
                     raise WaitTimeoutError(f"tree {root} not finished after {timeout}s")
-                # Any message is only a hint: loop and re-read Redis.
-                pubsub.get_message(timeout=min(remaining, 0.5))
+                wait = check_at - now if deadline is None else min(check_at, deadline) - now
+                message = pubsub.get_message(timeout=max(wait, 0.001))
+                if message is not None and '"done"' in str(message.get("data", "")):
+                    check_at = 0.0
         finally:
             pubsub.close()
         return self.status(root)

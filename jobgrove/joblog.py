@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: Called with (job id, file size after the write) whenever a log grows.
 GrowthListener = Callable[[str, int], None]
@@ -45,9 +46,10 @@ class JobLog:
                  on_growth: GrowthListener | None = None) -> None:
         self.job_id = job_id
         self.path = log_path(log_dir, job_id)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed by close())
+        # Opened on first write, in the job's own thread (not the supervisor's).
+        self._file: Any = None
+        self._closed = False
         self._on_growth = on_growth
 
     def write(self, text: str) -> None:
@@ -56,8 +58,11 @@ class JobLog:
         lines = text.splitlines() or [""]
         data = "".join(f"{stamp} {line}\n" for line in lines).encode("utf-8", "replace")
         with self._lock:
-            if self._file.closed:
+            if self._closed:
                 return
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (see close)
             self._file.write(data)
             size = self._file.tell()
         if self._on_growth is not None:
@@ -73,4 +78,6 @@ class JobLog:
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            self._closed = True
+            if self._file is not None:
+                self._file.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -133,9 +134,15 @@ class Node:
             self._listener.start()
             self._ticker = Ticker(actor, self.tick, name=f"jobgrove-ticker-{self.name}")
             self._ticker.start()
+            atexit.register(self._stop_at_exit)
             log.info("node %s started (concurrency %d, logs in %s)", self.name,
                      self.concurrency, self.log_dir)
             return self
+
+    def _stop_at_exit(self) -> None:
+        if self.actor is not None:
+            log.warning("node %s was not stopped by its host; stopping it at exit", self.name)
+            self.stop(graceful=False)
 
     def _start_endpoint(self) -> None:
         from jobgrove.endpoint import Endpoint
@@ -222,6 +229,7 @@ class Node:
             if self.endpoint is not None:
                 self.endpoint.stop()
                 self.endpoint = None
+            atexit.unregister(self._stop_at_exit)
             log.info("node %s stopped", self.name)
 
     def __enter__(self) -> Node:

@@ -327,6 +327,19 @@ def test_numbers_accept_int_and_float_but_not_bool(kinds: dict[str, KindInfo]) -
         assert err.path == "root.params.seconds"
 
 
+@pytest.mark.parametrize("value", [{1, 2}, object(), [1, float("nan")], {"k": float("inf")},
+                                   b"bytes"], ids=["set", "object", "nan", "inf", "bytes"])
+def test_params_must_be_json_values(kinds: dict[str, KindInfo], value: Any) -> None:
+    # A kind whose params are not declared still only takes what JSON can carry: the
+    # spec is stored as JSON, and a Python dict spec must not get past validation
+    # with something that fails (or silently changes) when it is stored.
+    known = {**kinds, "remote": KindInfo("remote", None)}
+    spec = {"kind": "noop", "node": "n", "children": [
+        {"kind": "remote", "params": {"ok": 1, "x": value}}]}
+    err = rejected(spec, known)
+    assert err.path.startswith("root.children[0].params.x"), err.path
+
+
 def test_unknown_params_of_unverifiable_kind_pass(kinds: dict[str, KindInfo]) -> None:
     # A kind advertised by a node but not loaded here: params cannot be checked,
     # but must still be an object.

@@ -1,7 +1,15 @@
-"""The job actor: runs one job's code in its own thread and reports the outcome."""
+"""Job actors: each runs one job at a time in its own thread and reports the outcome.
+
+The node keeps a pool of them, one per concurrency slot, so a running job always has
+an actor (and a thread) of its own without paying for a new thread per job. A job
+actor whose job ignored an abort is retired, never reused: it stops once that code
+finally returns.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import traceback
 from typing import Any
@@ -15,6 +23,17 @@ from jobgrove.jobs import Job, JobContext
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunJob:
+    """Supervisor to job actor: run ``job`` (or its undo hook) and tell ``reply_to``."""
+
+    reply_to: pykka.ActorRef[Any]
+    job: Job
+    ctx: JobContext
+    token: str
+    undo: bool = False
+
+
 def _summary(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
@@ -24,59 +43,61 @@ def _summary(exc: BaseException) -> str:
 
 
 class JobActor(pykka.ThreadingActor):
-    """Runs ``job.run(ctx)`` once, on start, then tells its supervisor and stops.
+    """Runs the jobs it is given, one at a time. Nothing else is sent to it while a job
+    runs: abort goes around it, through ``ctx.abort_event`` and ``job.abort(ctx)``."""
 
-    The actor's thread is the job's thread: nothing else is sent to it. Abort goes
-    around it, through ``ctx.abort_event`` and ``job.abort(ctx)``, set by the supervisor.
-    """
+    # Daemon threads: a host process that exits without Node.stop() must not hang;
+    # Node registers an atexit hook that stops it properly.
+    use_daemon_thread = True
 
-    def __init__(self, supervisor: pykka.ActorRef[Any], job: Job, ctx: JobContext,
-                 token: str, undo: bool = False) -> None:
-        super().__init__()
-        self.supervisor = supervisor
-        self.job = job
-        self.ctx = ctx
-        self.token = token
-        self.undo = undo
 
-    def on_start(self) -> None:
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, RunJob):
+            try:
+                if message.undo:
+                    self._undo(message)
+                else:
+                    self._run(message)
+            finally:
+                message.ctx.log.close()
+        return None
+
+    def _run(self, msg: RunJob) -> None:
+        ctx = msg.ctx
+        ctx.log.info(f"started {msg.job.kind} on {ctx.node}")
         try:
-            if self.undo:
-                self._undo()
-            else:
-                self._run()
-        finally:
-            self.ctx.log.close()
-            self.stop()
-
-    def _run(self) -> None:
-        ctx = self.ctx
-        try:
-            result = self.job.run(ctx)
+            result = msg.job.run(ctx)
         except BaseException as exc:  # job code may raise anything; it must not kill the node
             if not isinstance(exc, (JobFailedError, JobAbortedError)):
                 ctx.log.error("".join(traceback.format_exception(exc)).rstrip())
-            summary = _summary(exc)
-            ctx.log.info(f"job ended: {summary}")
-            self._tell(JobDone(ctx.root, ctx.job_id, self.token, False, summary))
+            self._failed(msg, _summary(exc))
             return
-        summary = "ok"
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            self._failed(msg, f"result is not JSON-serializable: {exc}")
+            return
         ctx.log.info("job ended: ok")
-        self._tell(JobDone(ctx.root, ctx.job_id, self.token, True, summary, result))
+        _tell(msg.reply_to, JobDone(ctx.root, ctx.job_id, msg.token, True, "ok", result))
 
-    def _undo(self) -> None:
-        ctx = self.ctx
+    def _failed(self, msg: RunJob, summary: str) -> None:
+        msg.ctx.log.info(f"job ended: {summary}")
+        _tell(msg.reply_to, JobDone(msg.ctx.root, msg.ctx.job_id, msg.token, False, summary))
+
+    def _undo(self, msg: RunJob) -> None:
+        ctx = msg.ctx
         ctx.log.info("tree aborted: undoing this job's work (on_tree_aborted)")
         try:
-            self.job.on_tree_aborted(ctx)
+            msg.job.on_tree_aborted(ctx)
             ctx.log.info("undo finished")
         except BaseException as exc:
             ctx.log.error("undo failed: " + "".join(traceback.format_exception(exc)).rstrip())
-        self._tell(UndoDone(ctx.root, ctx.job_id))
+        _tell(msg.reply_to, UndoDone(ctx.root, ctx.job_id))
 
-    def _tell(self, message: Any) -> None:
-        try:
-            self.supervisor.tell(message)
-        except pykka.ActorDeadError:
-            log.info("job %s finished after its supervisor stopped; outcome %r dropped",
-                     self.ctx.job_id, message)
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        log.info("outcome %r dropped: its supervisor had stopped (the job was fenced off)",
+                 message)

@@ -40,9 +40,10 @@ class Fill:
 
 @dataclasses.dataclass(frozen=True)
 class StartJobs:
-    """Node to supervisor: run these just-claimed jobs."""
+    """Node to supervisor: run these just-claimed jobs, each on its job actor."""
 
     claims: tuple[Claim, ...]
+    runners: tuple[Any, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,7 @@ class RunUndo:
     """Node to supervisor: run ``on_tree_aborted`` for these SUCCESS jobs of the tree."""
 
     job_ids: tuple[str, ...]
+    runners: tuple[Any, ...]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import pykka
 import redis
 
+from jobgrove.actors.job_actor import JobActor
 from jobgrove.actors.messages import (
     AbortCheck,
     Fence,
@@ -31,14 +32,21 @@ from jobgrove.actors.messages import (
 )
 from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.actors.upkeep import Upkeep
-from jobgrove.errors import JobgroveError, StoreUnavailableError
+from jobgrove.errors import StoreUnavailableError
 from jobgrove.joblog import GrowthListener
-from jobgrove.messaging.store import Store
+from jobgrove.messaging.store import Finish, Store
 
 log = logging.getLogger(__name__)
 
+#: Seconds an idle tree supervisor is kept before it is stopped.
+SUPERVISOR_IDLE = 2.0
+
 
 class NodeActor(pykka.ThreadingActor):
+    # Daemon threads: a host process that exits without Node.stop() must not hang;
+    # Node registers an atexit hook that stops it properly.
+    use_daemon_thread = True
+
     def __init__(self, store: Store, name: str, *, concurrency: int, log_dir: str,
                  abort_grace: float, upkeep: Upkeep,
                  on_log_growth: GrowthListener | None = None,
@@ -55,7 +63,10 @@ class NodeActor(pykka.ThreadingActor):
         self.supervisors: dict[str, pykka.ActorRef[Any]] = {}
         self.busy: dict[str, int] = {}  # root -> jobs (and undo hooks) running here
         self.dirty: dict[str, None] = {}  # roots that may have runnable jobs, in order
+        self.idle_since: dict[str, float] = {}  # roots whose supervisor has nothing to do
         self.outbox: list[JobDone | Fence] = []
+        self.idle_runners: list[pykka.ActorRef[Any]] = []
+        self.runner_of: dict[str, pykka.ActorRef[Any]] = {}  # job id (or undo:id) -> actor
         self.fill_pending = False
         self.redis_ok = True
         self.draining = False
@@ -65,10 +76,12 @@ class NodeActor(pykka.ThreadingActor):
     # -- message dispatch ------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, JobDone | Fence):
+            self._return_runner(message.job_id, retire=isinstance(message, Fence))
             self._released(message.root)
             self.outbox.append(message)
             self._schedule_fill()
         elif isinstance(message, UndoDone):
+            self._return_runner(f"undo:{message.job_id}", retire=False)
             self._released(message.root)
         elif isinstance(message, Fill):
             self.fill_pending = False
@@ -89,6 +102,26 @@ class NodeActor(pykka.ThreadingActor):
         for ref in list(self.supervisors.values()):
             ref.stop(block=False)
         self.supervisors.clear()
+        for ref in self.idle_runners + list(self.runner_of.values()):
+            ref.stop(block=False)
+        self.idle_runners.clear()
+        self.runner_of.clear()
+
+    def _take_runner(self, key: str) -> pykka.ActorRef[Any]:
+        runner = self.idle_runners.pop() if self.idle_runners else JobActor.start()
+        self.runner_of[key] = runner
+        return runner
+
+    def _return_runner(self, key: str, retire: bool) -> None:
+        runner = self.runner_of.pop(key, None)
+        if runner is None:
+            return
+        if retire:
+            # Its job ignored the abort and may run on: never reuse it. The stop is
+            # queued behind that job, so the thread ends once the job code returns.
+            runner.stop(block=False)
+        else:
+            self.idle_runners.append(runner)
 
     @property
     def running_count(self) -> int:
@@ -106,11 +139,20 @@ class NodeActor(pykka.ThreadingActor):
             self.busy[root] = left
             return
         self.busy.pop(root, None)
-        ref = self.supervisors.pop(root, None)
-        if ref is not None:
-            ref.stop(block=False)
+        # Keep the idle supervisor a little: in a chain the parent usually starts next.
+        self.idle_since[root] = time.monotonic()
+
+    def _stop_idle_supervisors(self, older_than: float) -> None:
+        now = time.monotonic()
+        for root, since in list(self.idle_since.items()):
+            if now - since >= older_than and root not in self.busy:
+                del self.idle_since[root]
+                ref = self.supervisors.pop(root, None)
+                if ref is not None:
+                    ref.stop(block=False)
 
     def _supervisor(self, root: str) -> pykka.ActorRef[Any]:
+        self.idle_since.pop(root, None)
         ref = self.supervisors.get(root)
         if ref is None:
             ref = TreeSupervisor.start(self.actor_ref, self.store, root, self.name,
@@ -156,6 +198,7 @@ class NodeActor(pykka.ThreadingActor):
 
     def _tick(self) -> None:
         now = time.monotonic()
+        self._stop_idle_supervisors(SUPERVISOR_IDLE)
         for ref in list(self.supervisors.values()):
             ref.tell(Tick())
         if not self.redis_ok:
@@ -180,25 +223,27 @@ class NodeActor(pykka.ThreadingActor):
         if not self.outbox or not self.redis_ok:
             return
         batch, self.outbox = self.outbox, []
-        for index, item in enumerate(batch):
-            try:
-                if isinstance(item, JobDone):
-                    outcome = self.store.finish(item.root, item.job_id, item.token, item.ok,
-                                                item.summary, item.result)
-                else:
-                    outcome = self.store.finish(item.root, item.job_id, item.token, False,
-                                                item.summary)
-            except StoreUnavailableError as exc:
-                self.outbox = batch[index:] + self.outbox
-                self._set_redis(False, str(exc))
-                return
-            except (JobgroveError, TypeError, ValueError) as exc:
-                log.error("cannot record outcome of job %s: %s", item.job_id, exc)
-                continue
+        items = [Finish(m.root, m.job_id, m.token, m.ok, m.summary, m.result)
+                 if isinstance(m, JobDone) else Finish(m.root, m.job_id, m.token, False,
+                                                       m.summary) for m in batch]
+        try:
+            outcomes = self.store.finish_many(items)
+        except StoreUnavailableError as exc:
+            # Some may have been applied before the connection broke: replaying them is
+            # safe, the run token makes a second finish a no-op ("stale").
+            self.outbox = batch + self.outbox
+            self._set_redis(False, str(exc))
+            return
+        except redis.ResponseError as exc:
+            log.error("cannot record %d outcome(s): %s", len(items), exc)
+            outcomes = []
+        for item, outcome in zip(items, outcomes):
             self.upkeep.finished(item.job_id)
             if outcome.verdict == "stale":
                 log.info("outcome of job %s not recorded: it is %s already", item.job_id,
                          outcome.state or "gone")
+            if outcome.ready_on == self.name:
+                self.dirty[item.root] = None
 
     def _fill(self) -> None:
         if not self.redis_ok or self.draining:
@@ -219,15 +264,18 @@ class NodeActor(pykka.ThreadingActor):
                 self.dirty[root] = None
             if claims:
                 self.busy[root] = self.busy.get(root, 0) + len(claims)
+                runners = []
                 for claim in claims:
                     self.upkeep.started(claim.id, root)
-                self._supervisor(root).tell(StartJobs(tuple(claims)))
+                    runners.append(self._take_runner(claim.id))
+                self._supervisor(root).tell(StartJobs(tuple(claims), tuple(runners)))
 
     def _undo(self, root: str) -> None:
         ids = self._store_call("undo", lambda: self.upkeep.claim_undo(root))
         if ids:
             self.busy[root] = self.busy.get(root, 0) + len(ids)
-            self._supervisor(root).tell(RunUndo(tuple(ids)))
+            runners = tuple(self._take_runner(f"undo:{i}") for i in ids)
+            self._supervisor(root).tell(RunUndo(tuple(ids), runners))
 
     def _reconcile(self) -> None:
         """Re-read every tree this node has jobs in, and act on what pub/sub missed."""

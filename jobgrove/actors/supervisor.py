@@ -17,7 +17,7 @@ from typing import Any
 
 import pykka
 
-from jobgrove.actors.job_actor import JobActor
+from jobgrove.actors.job_actor import RunJob
 from jobgrove.actors.messages import (
     AbortCheck,
     Fence,
@@ -43,6 +43,10 @@ class _Running:
 
 
 class TreeSupervisor(pykka.ThreadingActor):
+    # Daemon threads: a host process that exits without Node.stop() must not hang;
+    # Node registers an atexit hook that stops it properly.
+    use_daemon_thread = True
+
     def __init__(self, node: pykka.ActorRef[Any], store: Store, root: str, node_name: str,
                  log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None) -> None:
         super().__init__()
@@ -58,8 +62,8 @@ class TreeSupervisor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StartJobs):
-            for claim in message.claims:
-                self._start(claim)
+            for claim, runner in zip(message.claims, message.runners):
+                self._start(claim, runner)
         elif isinstance(message, JobDone):
             self._job_done(message)
         elif isinstance(message, AbortCheck):
@@ -67,8 +71,8 @@ class TreeSupervisor(pykka.ThreadingActor):
         elif isinstance(message, Tick):
             self._check_fences()
         elif isinstance(message, RunUndo):
-            for job_id in message.job_ids:
-                self._start_undo(job_id)
+            for job_id, runner in zip(message.job_ids, message.runners):
+                self._start_undo(job_id, runner)
         elif isinstance(message, UndoDone):
             self.node.tell(message)
         return None
@@ -92,7 +96,7 @@ class TreeSupervisor(pykka.ThreadingActor):
             context=TreeContext(claim.context, write_context), abort_event=threading.Event(),
             abort_grace=self.abort_grace, result=result)
 
-    def _start(self, claim: Claim) -> None:
+    def _start(self, claim: Claim, runner: pykka.ActorRef[Any]) -> None:
         kind = claim.spec.get("kind", "")
         params = claim.spec.get("params") or {}
         log_file = JobLog(self.log_dir, claim.id, self.on_log_growth)
@@ -103,7 +107,6 @@ class TreeSupervisor(pykka.ThreadingActor):
             log_file.close()
             self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
             return
-        log_file.info(f"started {kind} on {self.node_name}")
         ctx = self._context(claim, params, log_file)
         try:
             job = cls()
@@ -116,9 +119,9 @@ class TreeSupervisor(pykka.ThreadingActor):
         self.running[claim.id] = _Running(claim.token, job, ctx)
         if self.aborting:
             self._request_abort(claim.id, "the tree is aborting")
-        JobActor.start(self.actor_ref, job, ctx, claim.token)
+        runner.tell(RunJob(self.actor_ref, job, ctx, claim.token))
 
-    def _start_undo(self, job_id: str) -> None:
+    def _start_undo(self, job_id: str, runner: pykka.ActorRef[Any]) -> None:
         try:
             status = self.store.job_status(job_id)
             spec = {"kind": status["kind"], "children": []}
@@ -135,7 +138,7 @@ class TreeSupervisor(pykka.ThreadingActor):
         claim = Claim(self.root, job_id, "undo", spec, {}, {})
         ctx = self._context(claim, params, JobLog(self.log_dir, job_id, self.on_log_growth),
                             result)
-        JobActor.start(self.actor_ref, cls(), ctx, "undo", undo=True)
+        runner.tell(RunJob(self.actor_ref, cls(), ctx, "undo", undo=True))
 
     def _params(self, job_id: str) -> dict[str, Any]:
         raw = self.store.client.hget(self.store.keys.tree_key(self.root, "spec"), job_id)

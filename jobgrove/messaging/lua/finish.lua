@@ -22,6 +22,7 @@ end
 if result ~= '' then redis.call('HSET', T .. ':results', id, result) end
 finish_job(id, 'SUCCESS', nil)
 local parent = redis.call('HGET', T .. ':parent', id)
+local ready_on = ''
 if parent then
   local left = redis.call('HINCRBY', T .. ':pending', parent, -1)
   if left <= 0 and redis.call('HGET', T .. ':state', parent) == 'NEW' then
@@ -30,7 +31,10 @@ if parent then
     redis.call('RPUSH', T .. ':ready:' .. pnode, parent)
     publish_status(parent, 'WAITING')
     redis.call('PUBLISH', CH .. 'node:' .. pnode, cjson.encode({t = 'ready', root = ROOT}))
+    ready_on = pnode
   end
 end
 check_done()
-return {'ok', 'SUCCESS'}
+-- ready_on: the node whose job became runnable, so a local parent starts without
+-- waiting for the pub/sub round trip.
+return {'ok', 'SUCCESS', ready_on}

@@ -1,0 +1,547 @@
+"""The log-broadcast actor: fans job logs and tree status out to websocket viewers.
+
+Every log is served from a file at byte offsets: a local job's own log file, or for a
+job of another node a spool file that one upstream websocket per job (``Upstream``)
+mirrors from the owning node. Each viewer has its own offset and is fed only while its
+send queue has room (``Connection.room``), so a slow viewer just lags on its own and
+replays of any length cost no memory; chunks read at the same offset are encoded once
+and the same bytes queued to every viewer there.
+
+The actor never touches Redis (a Redis outage must not stall log delivery): callers
+resolve jobs first, and state checks go through the endpoint's lookup thread, which
+tells the results back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from jobgrove.joblog import log_path
+from jobgrove.messaging import wire
+from jobgrove.messaging.ws_client import Upstream
+from jobgrove.messaging.ws_server import Connection
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+#: A relayed feed with no viewers is kept this long, so a viewer that reconnects
+#: resumes from the spool instead of the owning node.
+LINGER = 5.0
+_RANK = {"NEW": 0, "WAITING": 1, "RUNNING": 2}
+FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
+
+
+def progressed(old: str | None, new: str) -> bool:
+    """Whether ``new`` is news after ``old`` (states only move forward)."""
+    if old is None:
+        return True
+    if old in FINISHED:
+        return False
+    return new in FINISHED or _RANK.get(new, 0) > _RANK.get(old, 0)
+
+
+# -- messages ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Subscribe:
+    conn: Connection
+    job: str
+    offset: int
+    follow: bool
+    root: str
+    node: str
+    state: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Unsubscribe:
+    conn: Connection
+    job: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Watch:
+    conn: Connection
+    root: str
+    status: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Unwatch:
+    conn: Connection
+    root: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Closed:
+    conn: Connection
+
+
+@dataclasses.dataclass(frozen=True)
+class Drained:
+    conn: Connection
+
+
+@dataclasses.dataclass(frozen=True)
+class Growth:
+    job: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeEvent:
+    root: str
+    event: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A fresh read of a watched tree (settling after a watch, or after a resync)."""
+
+    root: str
+    status: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class States:
+    states: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tick:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Resync:
+    """The pub/sub listener (re)subscribed: events may have been missed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Relay:
+    """From an upstream: kind is 'grew', 'live', 'end', 'up', 'down' or 'fatal'."""
+
+    job: str
+    gen: int
+    kind: str
+    end: int = 0
+    state: str = ""
+    error: str = ""
+
+
+class GrowthGate:
+    """The ``on_log_growth`` side: called in job threads on every log write, it tells
+    the actor only about jobs someone watches, and coalesces bursts into one message."""
+
+    def __init__(self) -> None:
+        self.actor: pykka.ActorRef[Any] | None = None
+        self.interesting: frozenset[str] = frozenset()
+        self._sizes: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def notify(self, job: str, size: int) -> None:
+        if job not in self.interesting or self.actor is None:
+            return
+        with self._lock:
+            first = job not in self._sizes
+            self._sizes[job] = max(size, self._sizes.get(job, 0))
+        if first:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.actor.tell(Growth(job))
+
+    def take(self, job: str) -> int:
+        with self._lock:
+            return self._sizes.pop(job, 0)
+
+
+@dataclasses.dataclass
+class _Sub:
+    conn: Connection
+    offset: int
+    follow: bool
+    live_sent: bool = False
+
+
+@dataclasses.dataclass
+class _Feed:
+    job: str
+    root: str
+    node: str
+    path: Path
+    local: bool
+    base: int = 0
+    end: int = 0
+    fd: int | None = None
+    final: str | None = None  # finished state, once every byte is known
+    final_end: int | None = None  # relay: the owner's final offset
+    live: bool = False  # relay: the upstream has caught up with the owner
+    state: str = ""
+    subs: dict[int, _Sub] = dataclasses.field(default_factory=dict)
+    upstream: Upstream | None = None
+    gen: int = 0
+    idle_since: float | None = None
+    error_sent: bool = False
+
+    def open(self) -> bool:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def size_now(self) -> int:
+        return os.fstat(self.fd).st_size if self.open() and self.fd is not None else 0
+
+    def close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.stop()
+            self.upstream = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if not self.local:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+class LogBroadcast(pykka.ThreadingActor):
+    """Owns every viewer subscription and watch of one node endpoint."""
+
+    def __init__(self, node_name: str, log_dir: str, spool_dir: str, gate: GrowthGate,
+                 start_upstream: Callable[..., Upstream],
+                 channels: Callable[[str, bool], None],
+                 lookup: Callable[[str, Any], None], max_relays: int = 64) -> None:
+        super().__init__()
+        self.node_name = node_name
+        self.log_dir = log_dir
+        self.spool_dir = Path(spool_dir)
+        self.gate = gate
+        self.start_upstream = start_upstream
+        self.channels = channels  # (root, on) -> listener subscribe/unsubscribe
+        self.lookup = lookup  # (what, arg) -> Redis read done elsewhere, told back
+        self.max_relays = max_relays
+        self.feeds: dict[str, _Feed] = {}
+        self.watches: dict[str, dict[int, tuple[Connection, dict[str, str]]]] = {}
+        self.by_conn: dict[int, set[str]] = {}
+        self.refs: dict[str, int] = {}
+        self._gens = itertools.count(1)
+
+    def on_start(self) -> None:
+        self.gate.actor = self.actor_ref
+
+    def on_stop(self) -> None:
+        for feed in self.feeds.values():
+            feed.close()
+        self.feeds.clear()
+
+    def on_receive(self, message: Any) -> Any:
+        handler = getattr(self, f"_on_{type(message).__name__.lower()}", None)
+        if handler is None:
+            log.warning("log broadcast ignored %r", message)
+            return None
+        return handler(message)
+
+    # -- channel references ----------------------------------------------------------------
+    def _ref(self, root: str, delta: int) -> None:
+        count = self.refs.get(root, 0) + delta
+        if count > 0:
+            if root not in self.refs:
+                self.channels(root, True)
+            self.refs[root] = count
+        elif root in self.refs:
+            del self.refs[root]
+            self.channels(root, False)
+
+    # -- subscriptions -----------------------------------------------------------------
+    def _on_subscribe(self, msg: Subscribe) -> None:
+        if msg.conn.closed:
+            return
+        feed = self.feeds.get(msg.job)
+        kept: dict[int, _Sub] = {}
+        if feed is not None and not feed.local and msg.offset < feed.base:
+            # The mirror starts after this offset: mirror again from the earlier one.
+            kept, feed.subs = feed.subs, {}
+            self._close_feed(feed)
+            feed = None
+        if feed is None and not kept and msg.node != self.node_name \
+                and sum(not f.local for f in self.feeds.values()) >= self.max_relays:
+            msg.conn.push(wire.error_frame(
+                "unavailable", f"this node already relays {self.max_relays} logs of other "
+                f"nodes; subscribe on node {msg.node} itself", job=msg.job))
+            return
+        if feed is None:
+            feed = self._new_feed(msg, kept)
+            feed.subs.update(kept)
+        feed.idle_since = None
+        feed.subs[msg.conn.id] = _Sub(msg.conn, msg.offset, msg.follow)
+        self.by_conn.setdefault(msg.conn.id, set()).add(msg.job)
+        if feed.local and feed.final is None:
+            feed.end = max(feed.end, feed.size_now())
+            if msg.state in FINISHED:
+                self._finish_local(feed, msg.state)
+        self._pump(feed)
+
+    def _new_feed(self, msg: Subscribe, keep: dict[int, _Sub]) -> _Feed:
+        local = msg.node == self.node_name
+        path = log_path(self.log_dir, msg.job) if local else \
+            self.spool_dir / f"{msg.job}.{time.monotonic_ns()}.log"
+        feed = _Feed(msg.job, msg.root, msg.node, path, local, state=msg.state,
+                     gen=next(self._gens))
+        self.feeds[msg.job] = feed
+        self._ref(msg.root, 1)
+        self.gate.interesting = frozenset(j for j, f in self.feeds.items() if f.local)
+        if not local:
+            lowest = min([msg.offset, *(s.offset for s in keep.values())])
+            feed.base = feed.end = lowest
+            path.touch()
+            feed.open()
+            feed.upstream = self.start_upstream(self.actor_ref, msg.job, msg.node, lowest,
+                                                path, feed.gen)
+        return feed
+
+    def _on_unsubscribe(self, msg: Unsubscribe) -> None:
+        self._drop_sub(msg.conn.id, msg.job)
+
+    def _drop_sub(self, cid: int, job: str) -> None:
+        self.by_conn.get(cid, set()).discard(job)
+        feed = self.feeds.get(job)
+        if feed is None or feed.subs.pop(cid, None) is None or feed.subs:
+            return
+        if feed.local:
+            self._close_feed(feed)
+        else:
+            feed.idle_since = time.monotonic()
+
+    def _close_feed(self, feed: _Feed) -> None:
+        feed.close()
+        del self.feeds[feed.job]
+        self._ref(feed.root, -1)
+        self.gate.interesting = frozenset(j for j, f in self.feeds.items() if f.local)
+
+    def _on_closed(self, msg: Closed) -> None:
+        for job in list(self.by_conn.pop(msg.conn.id, ())):
+            self._drop_sub(msg.conn.id, job)
+        for root in list(self.watches):
+            if self.watches[root].pop(msg.conn.id, None) is not None:
+                self._ref(root, -1)
+                if not self.watches[root]:
+                    del self.watches[root]
+
+    def _on_drained(self, msg: Drained) -> None:
+        for job in list(self.by_conn.get(msg.conn.id, ())):
+            feed = self.feeds.get(job)
+            if feed is not None:
+                self._pump(feed)
+
+    def _on_growth(self, msg: Growth) -> None:
+        size = self.gate.take(msg.job)
+        feed = self.feeds.get(msg.job)
+        if feed is not None and feed.local and feed.final is None and size > feed.end:
+            feed.end = size
+            feed.open()
+            self._pump(feed)
+
+    # -- sending -------------------------------------------------------------------------
+    def _pump(self, feed: _Feed) -> None:
+        cache: dict[int, tuple[int, bytes]] = {}
+        for cid, sub in list(feed.subs.items()):
+            conn = sub.conn
+            while sub.offset < feed.end and feed.fd is not None:
+                if conn.room() <= 0:
+                    break
+                got = cache.get(sub.offset)
+                if got is None:
+                    got = self._read(feed, sub.offset)
+                    if got is None:
+                        break
+                    cache[sub.offset] = got
+                if not conn.push(got[1]):
+                    break
+                sub.offset += got[0]
+            if conn.closed:
+                continue
+            done = self._settle(feed, sub)
+            if done:
+                feed.subs.pop(cid, None)
+                self.by_conn.get(cid, set()).discard(feed.job)
+        if not feed.subs:
+            if feed.local:
+                self._close_feed(feed)
+            elif feed.idle_since is None:
+                feed.idle_since = time.monotonic()
+
+    def _read(self, feed: _Feed, offset: int) -> tuple[int, bytes] | None:
+        assert feed.fd is not None
+        want = min(CHUNK, feed.end - offset)
+        data = os.pread(feed.fd, want, offset - feed.base)
+        if not data:
+            return None
+        if feed.final is None or offset + len(data) < feed.end:
+            # Never split a character; its remaining bytes come with the next write.
+            cut = wire.utf8_cut(data)
+            if cut == 0:
+                return None
+            data = data[:cut]
+        return len(data), wire.log_frame(feed.job, offset, data)
+
+    def _settle(self, feed: _Feed, sub: _Sub) -> bool:
+        """Send ``live``/``end`` once due; True when the subscription is over."""
+        caught_up = sub.offset >= feed.end
+        if caught_up and feed.final is not None:
+            sub.conn.push(wire.end_frame(feed.job, feed.final, feed.end))
+            return True
+        if caught_up and not sub.live_sent and (feed.local or feed.live):
+            sub.live_sent = True
+            sub.conn.push(wire.live_frame(feed.job, sub.offset, feed.state))
+            return not sub.follow
+        return False
+
+    def _finish_local(self, feed: _Feed, state: str) -> None:
+        # The job wrote its last line before its state changed, so the size is final.
+        feed.state = state
+        feed.end = max(feed.end, feed.size_now())
+        feed.final = state
+
+    def _error(self, feed: _Feed, code: str, message: str) -> None:
+        frame = wire.error_frame(code, message, job=feed.job)
+        for sub in feed.subs.values():
+            sub.conn.push(frame)
+
+    # -- job states ----------------------------------------------------------------------
+    def _job_state(self, job: str, state: str) -> None:
+        feed = self.feeds.get(job)
+        if feed is None or state not in FINISHED:
+            return
+        feed.state = state
+        if feed.local and feed.final is None:
+            self._finish_local(feed, state)
+            self._pump(feed)
+
+    def _on_states(self, msg: States) -> None:
+        for job, state in msg.states.items():
+            self._job_state(job, state)
+
+    def _on_treeevent(self, msg: TreeEvent) -> None:
+        event = msg.event
+        kind = event.get("type")
+        if kind == "status" and isinstance(event.get("job"), str) \
+                and isinstance(event.get("state"), str):
+            job, state = event["job"], event["state"]
+            self._job_state(job, state)
+            frame = None
+            for conn, states in self.watches.get(msg.root, {}).values():
+                if progressed(states.get(job), state):
+                    states[job] = state
+                    frame = frame or wire.status_frame(event)
+                    conn.push(frame)
+        elif kind == "done" and isinstance(event.get("state"), str):
+            frame = wire.done_frame(msg.root, event["state"])
+            for conn, _ in self.watches.get(msg.root, {}).values():
+                conn.push(frame)
+
+    def _on_tick(self, _msg: Tick) -> None:
+        now = time.monotonic()
+        for feed in list(self.feeds.values()):
+            if not feed.subs and feed.idle_since is not None and now - feed.idle_since > LINGER:
+                self._close_feed(feed)
+        pending = [j for j, f in self.feeds.items() if f.subs and f.state not in FINISHED]
+        if pending:
+            self.lookup("states", pending)
+
+    def _on_resync(self, _msg: Any) -> None:
+        for root in self.watches:
+            self.lookup("snapshot", root)
+        self._on_tick(Tick())
+
+    # -- watches --------------------------------------------------------------------------
+    def _on_watch(self, msg: Watch) -> None:
+        if msg.conn.closed:
+            return
+        watchers = self.watches.setdefault(msg.root, {})
+        if msg.conn.id not in watchers:
+            self._ref(msg.root, 1)
+        watchers[msg.conn.id] = (msg.conn, _flat_states(msg.status))
+        msg.conn.push(wire.tree_frame(msg.status), force=True)
+        # The pub/sub subscription may not be active yet: a second read closes the gap.
+        self.lookup("settle", msg.root)
+
+    def _on_unwatch(self, msg: Unwatch) -> None:
+        watchers = self.watches.get(msg.root, {})
+        if watchers.pop(msg.conn.id, None) is not None:
+            self._ref(msg.root, -1)
+        if not watchers:
+            self.watches.pop(msg.root, None)
+
+    def _on_snapshot(self, msg: Snapshot) -> None:
+        fresh = _flat_states(msg.status)
+        tree = None
+        for conn, states in self.watches.get(msg.root, {}).values():
+            if set(fresh) - set(states):  # jobs added: the whole tree again
+                states.update(fresh)
+                tree = tree or wire.tree_frame(msg.status)
+                conn.push(tree, force=True)
+                continue
+            for job, state in fresh.items():
+                if progressed(states.get(job), state):
+                    states[job] = state
+                    conn.push(wire.status_frame(_find(msg.status, job) or {}))
+        for job, state in fresh.items():
+            self._job_state(job, state)
+
+    # -- relay ---------------------------------------------------------------------------
+    def _on_relay(self, msg: Relay) -> None:
+        feed = self.feeds.get(msg.job)
+        if feed is None or feed.local or feed.gen != msg.gen:
+            return
+        if msg.kind == "grew":
+            feed.end = max(feed.end, msg.end)
+        elif msg.kind == "live":
+            feed.live = True
+        elif msg.kind == "end":
+            feed.final_end, feed.state = msg.end, msg.state
+        elif msg.kind == "up":
+            feed.error_sent = False
+            return
+        elif msg.kind in ("down", "fatal"):
+            feed.live = False
+            if msg.kind == "fatal" or not feed.error_sent:
+                feed.error_sent = True
+                self._error(feed, "unavailable", msg.error)
+            if msg.kind == "fatal":
+                for cid in list(feed.subs):
+                    self.by_conn.get(cid, set()).discard(feed.job)
+                self._close_feed(feed)
+            return
+        if feed.final is None and feed.final_end is not None and feed.end >= feed.final_end:
+            feed.final = feed.state  # the owner's end, and every byte is in the spool
+        self._pump(feed)
+
+
+def _flat_states(status: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    stack = [status]
+    while stack:
+        item = stack.pop()
+        out[item["id"]] = item["state"]
+        stack.extend(item.get("children", ()))
+    return out
+
+
+def _find(status: dict[str, Any], job: str) -> dict[str, Any] | None:
+    stack = [status]
+    while stack:
+        item = stack.pop()
+        if item["id"] == job:
+            return item
+        stack.extend(item.get("children", ()))
+    return None

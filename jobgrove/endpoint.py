@@ -1,0 +1,387 @@
+"""The node endpoint: HTTP + websocket server, log broadcast, relay and tree watch.
+
+``Endpoint`` is what a node runs on its ``--listen`` port. It owns its threads: the
+server's (see ``ws_server``), the log-broadcast actor, one Redis pub/sub listener for
+the channels of watched trees, one lookup thread for every Redis read the actor needs
+(so a slow Redis never stalls log delivery), and one relay thread per job of another
+node that someone here follows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from jobgrove import auth
+from jobgrove.actors import log_broadcast as lb
+from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
+from jobgrove.messaging import wire
+from jobgrove.messaging.listing import MAX_LIMIT, list_trees
+from jobgrove.messaging.pubsub import Listener
+from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.store import Store
+from jobgrove.messaging.ws_client import Upstream
+from jobgrove.messaging.ws_server import Connection, Limits, Request, Response, WsServer
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+_STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+           "/index.html": ("index.html", "text/html; charset=utf-8"),
+           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+           "/style.css": ("style.css", "text/css; charset=utf-8")}
+MAX_SUBSCRIPTIONS = 64  # per connection
+MAX_WATCHES = 16  # per connection
+_FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
+
+
+def _refusal(status: int, code: str, message: str) -> Response:
+    body = json.dumps({"type": "error", "code": code, "message": message}).encode()
+    return Response(status, body)
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(obj).encode())
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise JobgroveError(f"--listen must be HOST:PORT, got {listen!r}")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+class Endpoint:
+    """A node's HTTP/websocket endpoint. ``start()`` binds (port 0: any free port, see
+    ``address``); ``on_log_growth`` is the node's JobLog growth callback."""
+
+    def __init__(self, *, node_name: str, store: Store, registry: Registry, log_dir: str,
+                 listen: str, secret: bytes | None = None, allowed_origins: Any = (),
+                 running_count: Callable[[], int] | None = None,
+                 limits: Limits | None = None, max_relays: int = 64) -> None:
+        self.node_name = node_name
+        self.store = store
+        self.registry = registry
+        self.log_dir = log_dir
+        self.host, self.port = parse_listen(listen)
+        self.secret = secret
+        self.allowed_origins = tuple(allowed_origins)
+        self.running_count = running_count
+        self.limits = limits or Limits()
+        self.max_relays = max_relays
+        self.redis_ok = True
+        self.gate = lb.GrowthGate()
+        self.server: WsServer | None = None
+        self.actor: pykka.ActorRef[Any] | None = None
+        self._listener: Listener | None = None
+        self._lookups: _Lookups | None = None
+        self._spool: str | None = None
+        self._sessions: dict[int, dict[str, set[str]]] = {}
+        self._upstreams: set[Upstream] = set()
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        if self.server is None:
+            return f"{self.host}:{self.port}"
+        host, port = self.server.address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def on_log_growth(self, job_id: str, size: int) -> None:
+        self.gate.notify(job_id, size)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        host = self.host
+        if self.secret is None and not auth.is_loopback_host(host):
+            log.warning("no cluster secret: binding 127.0.0.1:%d only instead of %s "
+                        "(pass --secret-file to serve other hosts)", self.port, host)
+            host = "127.0.0.1"
+        self.server = WsServer(host, self.port, self, limits=self.limits,
+                               name=f"jg-http-{self.node_name}")
+        self._spool = tempfile.mkdtemp(prefix=f"jobgrove-relay-{self.node_name}-")
+        self._lookups = _Lookups(self)
+        keys = self.store.keys
+        self.actor = lb.LogBroadcast.start(
+            self.node_name, self.log_dir, self._spool, self.gate, self._start_upstream,
+            self._channel, self._lookups.request, self.max_relays)
+        actor = self.actor
+        prefix = keys.tree_channel("")
+
+        def on_message(channel: str, payload: dict[str, Any]) -> None:
+            if channel.startswith(prefix):
+                actor.tell(lb.TreeEvent(channel[len(prefix):], payload))
+
+        def on_up() -> None:
+            self.redis_ok = True
+            actor.tell(lb.Resync())
+
+        def on_down(_err: str) -> None:
+            self.redis_ok = False
+
+        self._listener = Listener(self.store.client,
+                                  [f"{keys.channel_prefix}endpoint:{self.node_name}"],
+                                  on_message, on_up, on_down,
+                                  name=f"jg-pubsub-{self.node_name}")
+        self._listener.start()
+        self._lookups.start()
+        self.server.start()
+        log.info("node %s serves http://%s/ (websocket /ws)%s", self.node_name, self.address,
+                 "" if self.secret else "; no cluster secret: loopback only, no tokens")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.server is not None:
+            self.server.stop(timeout)
+        for upstream in list(self._upstreams):
+            upstream.stop()
+        if self.actor is not None:
+            with contextlib.suppress(pykka.Timeout):
+                self.actor.stop(block=True, timeout=timeout)
+        if self._listener is not None:
+            self._listener.stop(timeout)
+        if self._lookups is not None:
+            self._lookups.stop(timeout)
+        for upstream in list(self._upstreams):
+            upstream.join(timeout)
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+
+    def _channel(self, root: str, on: bool) -> None:
+        if self._listener is not None:
+            channel = self.store.keys.tree_channel(root)
+            (self._listener.subscribe if on else self._listener.unsubscribe)(channel)
+
+    # -- relay ----------------------------------------------------------------------------
+    def _start_upstream(self, actor: pykka.ActorRef[Any], job: str, node: str, offset: int,
+                        spool: Path, gen: int) -> Upstream:
+        self._upstreams = {u for u in self._upstreams if u.is_alive()}
+        upstream = Upstream(actor, job, node, offset, spool, gen, address=self._address_of,
+                            token=self._node_token, gone=self._gone,
+                            name=f"jg-relay-{self.node_name}")
+        self._upstreams.add(upstream)
+        upstream.start()
+        return upstream
+
+    def _address_of(self, node: str) -> str | None:
+        record = self.registry.record(node) or {}
+        address = record.get("address")
+        return address if isinstance(address, str) and address else None
+
+    def _node_token(self) -> str | None:
+        if self.secret is None:
+            return None
+        return auth.mint_token(self.secret, auth.NODE_TTL, subject="node")
+
+    def _gone(self, node: str, job: str) -> str | None:
+        if self.store.client.exists(self.store.keys.lease(node)):
+            return None
+        state = self.store.job_state(job)
+        if state not in _FINISHED:
+            return None
+        return (f"node {node} is gone (no live process holds its name) and job {job} is "
+                f"{state}: the rest of its log cannot be fetched")
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def check(self, request: Request, upgrade: bool) -> Response | None:
+        host = request.header("host") or ""
+        if self.secret is None and not auth.is_loopback_host(auth.split_host(host)):
+            return _refusal(403, "unauthorized", "this node has no cluster secret and only "
+                            "answers requests addressed to a loopback host")
+        origin = request.header("origin")
+        if not auth.origin_allowed(origin, host, self.allowed_origins):
+            return _refusal(403, "unauthorized", f"origin {origin} is not allowed")
+        if self.secret is not None:
+            try:
+                auth.verify_token(self.secret, _token_of(request))
+            except auth.AuthError as exc:
+                return _refusal(401, "unauthorized", str(exc))
+        return None
+
+    def http(self, request: Request) -> Response:
+        if request.path == "/health":
+            return _json(self.health())
+        if request.path == "/api/trees":
+            return self._api_trees(request)
+        static = _STATIC.get(request.path)
+        if static is None:
+            return _refusal(404, "not_found", f"no such page: {request.path[:100]}")
+        response = Response(200, (WEB_DIR / static[0]).read_bytes(), static[1])
+        token = request.query.get("token")
+        if self.secret is not None and token and static[0] == "index.html":
+            age = max(0, auth.token_expiry(token) - int(time.time()))
+            response.headers.append(("Set-Cookie", f"{auth.COOKIE}={token}; Path=/; "
+                                     f"HttpOnly; SameSite=Strict; Max-Age={age}"))
+        return response
+
+    def health(self) -> dict[str, Any]:
+        running: int | None = None
+        if self.running_count is not None:
+            try:
+                running = int(self.running_count())
+            except Exception:  # a busy or stopping node: report what is known
+                running = None
+        return {"node": self.node_name, "redis": "ok" if self.redis_ok else "unavailable",
+                "running": running}
+
+    def _api_trees(self, request: Request) -> Response:
+        tags = {k: v for k, v in request.query.items()
+                if k in ("workspace", "application", "version", "instance", "node") and v}
+        try:
+            limit = int(request.query.get("limit", "50"))
+            page = list_trees(self.store, tags, limit=max(1, min(limit, MAX_LIMIT)),
+                              cursor=request.query.get("cursor") or None)
+        except StoreUnavailableError as exc:
+            return _refusal(503, "unavailable", str(exc))
+        except (JobgroveError, ValueError) as exc:
+            return _refusal(400, "bad_request", str(exc))
+        return _json({"trees": page.trees, "next": page.next_cursor})
+
+    # -- websocket --------------------------------------------------------------------------
+    def opened(self, conn: Connection) -> None:
+        self._sessions[conn.id] = {"subs": set(), "watches": set()}
+
+    def closed(self, conn: Connection) -> None:
+        self._sessions.pop(conn.id, None)
+        self._tell(lb.Closed(conn))
+
+    def drained(self, conn: Connection) -> None:
+        self._tell(lb.Drained(conn))
+
+    def _tell(self, message: Any) -> None:
+        if self.actor is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.actor.tell(message)
+
+    def message(self, conn: Connection, data: str | bytes) -> None:
+        session = self._sessions.setdefault(conn.id, {"subs": set(), "watches": set()})
+        try:
+            request = wire.parse_request(data)
+            if isinstance(request, wire.Subscribe):
+                self._subscribe(conn, request, session["subs"])
+            elif isinstance(request, wire.Unsubscribe):
+                session["subs"].discard(request.job)
+                self._tell(lb.Unsubscribe(conn, request.job))
+            elif isinstance(request, wire.Watch):
+                if request.tree not in session["watches"] \
+                        and len(session["watches"]) >= MAX_WATCHES:
+                    raise wire.WireError("bad_request", f"at most {MAX_WATCHES} watches "
+                                         "per connection")
+                status = self.store.tree_status(request.tree)
+                session["watches"].add(status["id"])
+                self._tell(lb.Watch(conn, status["id"], status))
+            else:
+                session["watches"].discard(request.tree)
+                with contextlib.suppress(JobgroveError):
+                    self._tell(lb.Unwatch(conn, self.store.resolve_root(request.tree)))
+        except wire.WireError as exc:
+            conn.push(exc.frame())
+        except UnknownJobError as exc:
+            conn.push(wire.error_frame("not_found", str(exc), job=exc.job_id))
+        except StoreUnavailableError as exc:
+            conn.push(wire.error_frame("unavailable", str(exc)))
+
+    def _subscribe(self, conn: Connection, request: wire.Subscribe, subs: set[str]) -> None:
+        if request.job not in subs and len(subs) >= MAX_SUBSCRIPTIONS:
+            raise wire.WireError("bad_request", f"at most {MAX_SUBSCRIPTIONS} subscriptions "
+                                 "per connection", job=request.job)
+        status = self.store.job_status(request.job)
+        subs.add(request.job)
+        self._tell(lb.Subscribe(conn, request.job, request.offset, request.follow,
+                                status["root"], str(status["node"]), str(status["state"])))
+
+
+def _token_of(request: Request) -> str | None:
+    header = request.header("authorization") or ""
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    if request.query.get("token"):
+        return request.query["token"]
+    for part in (request.header("cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == auth.COOKIE and value:
+            return value
+    return None
+
+
+class _Lookups(threading.Thread):
+    """Redis reads on behalf of the actor, a health ping and the actor's tick (1 s)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(daemon=True, name=f"jg-lookups-{endpoint.node_name}")
+        self.endpoint = endpoint
+        self._cond = threading.Condition()
+        self._queue: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._halt = False
+
+    def request(self, what: str, arg: Any) -> None:
+        delay = 0.5 if what == "settle" else 0.0
+        with self._cond:
+            heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), what, arg))
+            self._cond.notify()
+
+    def stop(self, timeout: float) -> None:
+        with self._cond:
+            self._halt = True
+            self._cond.notify()
+        self.join(timeout)
+
+    def run(self) -> None:
+        next_tick = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._halt:
+                    now = time.monotonic()
+                    due = min(next_tick, self._queue[0][0] if self._queue else next_tick)
+                    if due <= now:
+                        break
+                    self._cond.wait(due - now)
+                if self._halt:
+                    return
+                item = heapq.heappop(self._queue) if self._queue and \
+                    self._queue[0][0] <= time.monotonic() else None
+            try:
+                if item is None:
+                    next_tick = time.monotonic() + 1.0
+                    self._tick()
+                else:
+                    self._do(item[2], item[3])
+            except StoreUnavailableError:
+                self.endpoint.redis_ok = False
+            except Exception:  # the lookup thread must survive a bad record
+                log.exception("endpoint lookup %s failed", item and item[2])
+
+    def _tick(self) -> None:
+        endpoint = self.endpoint
+        try:
+            endpoint.redis_ok = bool(endpoint.store.client.ping())
+        except Exception:
+            endpoint.redis_ok = False
+        endpoint._tell(lb.Tick())
+
+    def _do(self, what: str, arg: Any) -> None:
+        store = self.endpoint.store
+        if what == "states":
+            states: dict[str, str] = {}
+            for job in arg:
+                with contextlib.suppress(UnknownJobError):
+                    states[job] = store.job_state(job)
+            self.endpoint._tell(lb.States(states))
+        elif what in ("snapshot", "settle"):
+            with contextlib.suppress(UnknownJobError):
+                self.endpoint._tell(lb.Snapshot(arg, store.tree_status(arg)))

@@ -1,0 +1,648 @@
+"""The Redis store's contract, run against a real redis-server and against fakeredis.
+
+The Lua scripts must apply exactly the rules of the pure ``TreeModel``: random
+operation sequences are replayed on both and every job's state and cause compared
+after each step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from jobgrove import Client, JobgroveError, SpecError, UnknownJobError, UnknownNodeError
+from jobgrove.core.model import TreeModel
+from jobgrove.core.spec import parse_spec
+from jobgrove.core.states import FINISHED, State
+from jobgrove.jobs import kind_infos
+from jobgrove.messaging.connection import connect, decoded
+from jobgrove.messaging.listing import list_trees
+from jobgrove.messaging.store import Store
+
+NODES = ("n1", "n2")
+
+
+def make_store(backend: Any) -> Store:
+    client = connect(backend) if isinstance(backend, str) else decoded(backend)
+    return Store(client)
+
+
+def random_spec(rng: random.Random, max_jobs: int = 25) -> dict[str, Any]:
+    count = [1]
+
+    def make(depth: int) -> dict[str, Any]:
+        spec: dict[str, Any] = {"kind": "noop", "node": rng.choice(NODES)}
+        children = []
+        for _ in range(rng.randrange(4) if depth < 4 else 0):
+            if count[0] >= max_jobs:
+                break
+            count[0] += 1
+            children.append(make(depth + 1))
+        if children:
+            spec["children"] = children
+        return spec
+
+    return make(1)
+
+
+def submit(store: Store, spec: dict[str, Any], tags: dict[str, str] | None = None
+           ) -> tuple[str, TreeModel]:
+    if tags:
+        spec = {**spec, "tags": tags}
+    jobs, parsed_tags = parse_spec(spec, kind_infos())
+    root = store.submit(jobs, parsed_tags)
+    assert root == jobs[0].id
+    return root, TreeModel(jobs)
+
+
+def tree_dump(store: Store, root: str) -> dict[str, Any]:
+    """Every key of the tree (and the shared root index) with its full value."""
+    client = store.client
+    out: dict[str, Any] = {}
+    for key in sorted(client.scan_iter(match=f"{store.keys.tree(root)}:*")):
+        kind = client.type(key)
+        if kind == "hash":
+            out[key] = client.hgetall(key)
+        elif kind == "set":
+            out[key] = sorted(client.smembers(key))
+        elif kind == "list":
+            out[key] = client.lrange(key, 0, -1)
+        elif kind == "zset":
+            out[key] = client.zrange(key, 0, -1, withscores=True)
+        else:
+            out[key] = client.get(key)
+    return out
+
+
+def check_agrees(store: Store, root: str, model: TreeModel, step: Any = None) -> None:
+    flat = store.tree_flat(root)
+    assert set(flat) == set(model.jobs)
+    expected = {i: (j.state.value, j.cause) for i, j in model.jobs.items()}
+    actual = {i: (j["state"], j["cause"]) for i, j in flat.items()}
+    assert actual == expected, step
+    tk = store.keys.tree_key
+    client = store.client
+    # Abort flags of RUNNING jobs.
+    flags = {i: j.abort_requested for i, j in model.jobs.items()
+             if j.state is State.RUNNING and j.abort_requested}
+    assert client.hgetall(tk(root, "abort")) == flags, step
+    # Which jobs run where, which are still open.
+    assert client.hgetall(tk(root, "running")) == {
+        i: j.spec.node for i, j in model.jobs.items() if j.state is State.RUNNING}, step
+    assert set(client.smembers(tk(root, "open"))) == {
+        i for i, j in model.jobs.items() if j.state not in FINISHED}, step
+    # The ready lists hold exactly the runnable jobs, once each.
+    for node in NODES:
+        ready = client.lrange(tk(root, f"ready:{node}"), 0, -1)
+        assert len(ready) == len(set(ready)), step
+        assert set(ready) == set(model.runnable(node)), step
+    assert store.tree_finished(root) == all(j.state in FINISHED for j in model.jobs.values())
+    meta_cause = client.hget(tk(root, "meta"), "abort_cause")
+    assert meta_cause == model.abort_cause, step
+    for job_id, item in flat.items():
+        if item["state"] in ("RUNNING", "SUCCESS", "FAILED") or (
+                item["state"] == "ABORTED" and model.jobs[job_id].abort_requested):
+            assert item["started"] is not None, step
+        elif item["state"] in ("NEW", "WAITING"):
+            assert item["started"] is None and item["finished"] is None, step
+        if item["state"] in FINISHED:
+            assert item["finished"] is not None, step
+
+
+# -- the store agrees with the model ----------------------------------------------------
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_operations_agree_with_model(backend: Any, seed: int) -> None:
+    rng = random.Random(seed)
+    store = make_store(backend)
+    steps = 0
+    claimed_ever: set[str] = set()
+    trees = 0
+    while steps < 150:
+        trees += 1
+        root, model = submit(store, random_spec(rng))
+        tokens: dict[str, str] = {}
+        old_tokens: dict[str, str] = {}
+        check_agrees(store, root, model, "submit")
+        for _ in range(80):
+            steps += 1
+            running = sorted(i for i, j in model.jobs.items() if j.state is State.RUNNING)
+            op = rng.random()
+            if op < 0.35:
+                node = rng.choice(NODES)
+                want = rng.randrange(1, 4)
+                before = model.runnable(node)
+                claims = store.claim(root, node, want)
+                assert len(claims) == min(want, len(before)), step_info(steps, "claim")
+                for claim in claims:
+                    assert claim.id in before
+                    assert claim.id not in claimed_ever, "a job was claimed twice"
+                    claimed_ever.add(claim.id)
+                    assert claim.spec["node"] == node
+                    assert model.start(claim.id)
+                    tokens[claim.id] = claim.token
+                what: Any = ("claim", node, want)
+            elif op < 0.75 and running:
+                job_id = rng.choice(running)
+                ok = rng.random() < 0.9
+                outcome = store.finish(root, job_id, tokens[job_id], ok, "done")
+                expected = model.finish(job_id, ok)
+                assert outcome.verdict == "ok"
+                assert outcome.state == expected.value
+                old_tokens[job_id] = tokens.pop(job_id)
+                what = ("finish", job_id, ok)
+            elif op < 0.85 and (running or old_tokens):
+                # A stale token changes nothing: a wrong one, or one of a finished run.
+                if running and (not old_tokens or rng.random() < 0.5):
+                    job_id, token = rng.choice(running), uuid.uuid4().hex
+                else:
+                    job_id, token = rng.choice(sorted(old_tokens.items()))
+                before_dump = tree_dump(store, root)
+                outcome = store.finish(root, job_id, token, rng.random() < 0.5, "late",
+                                       {"late": True})
+                assert outcome.verdict == "stale"
+                assert outcome.state == model.state(job_id).value
+                assert tree_dump(store, root) == before_dump
+                what = ("stale", job_id)
+            elif op < 0.9:
+                job_id = rng.choice(sorted(model.jobs))
+                was = model.state(job_id)
+                outcome = store.abort(job_id)
+                expected = model.abort(job_id)
+                assert outcome.state == expected.value
+                assert outcome.verdict == ("finished" if was in FINISHED else "ok")
+                what = ("abort", job_id, was)
+            else:
+                what = "noop"
+            check_agrees(store, root, model, step_info(steps, what))
+            if store.tree_finished(root):
+                break
+        # Finish what is left so the tree ends (and check that too).
+        while not store.tree_finished(root):
+            for node in NODES:
+                for claim in store.claim(root, node, 100):
+                    assert model.start(claim.id)
+                    assert claim.id not in claimed_ever
+                    claimed_ever.add(claim.id)
+                    tokens[claim.id] = claim.token
+            for job_id in sorted(i for i, j in model.jobs.items() if j.state is State.RUNNING):
+                store.finish(root, job_id, tokens.pop(job_id), True)
+                model.finish(job_id, True)
+            check_agrees(store, root, model, "drain")
+        assert model.state(root) in FINISHED
+    assert trees >= 2
+
+
+def step_info(step: int, what: Any) -> str:
+    return f"step {step}: {what}"
+
+
+def test_claim_never_returns_a_job_twice(backend: Any) -> None:
+    store = make_store(backend)
+    root, model = submit(store, {"kind": "noop", "node": "n1",
+                                 "children": [{"kind": "noop"} for _ in range(5)]})
+    ready = store.keys.tree_key(root, "ready:n1")
+    leaves = store.client.lrange(ready, 0, -1)
+    assert len(leaves) == 5
+    # A duplicated ready entry (e.g. a hint replayed) must not start a job twice.
+    store.client.rpush(ready, leaves[0], leaves[0])
+    claims = store.claim(root, "n1", 100)
+    assert sorted(c.id for c in claims) == sorted(leaves)
+    assert len({c.token for c in claims}) == 5
+    store.client.rpush(ready, *leaves)
+    assert store.claim(root, "n1", 100) == []
+    assert store.claim(root, "n2", 100) == []  # nothing for another node
+    assert store.claim(root, "n1", 0) == []
+    for job_id in leaves:
+        model.start(job_id)
+    check_agrees(store, root, model)
+
+
+def test_claim_refused_once_tree_aborts(backend: Any) -> None:
+    store = make_store(backend)
+    root, model = submit(store, {"kind": "noop", "node": "n1",
+                                 "children": [{"kind": "noop"}, {"kind": "noop"}]})
+    first = store.claim(root, "n1", 1)
+    assert len(first) == 1
+    model.start(first[0].id)
+    assert store.abort(first[0].id).state == "RUNNING"
+    model.abort(first[0].id)
+    ready = store.keys.tree_key(root, "ready:n1")
+    store.client.rpush(ready, root)  # even a stray entry: nothing starts now
+    assert store.claim(root, "n1", 10) == []
+    assert store.client.llen(ready) == 0
+    check_agrees(store, root, model)
+
+
+def test_stale_finish_changes_nothing(backend: Any) -> None:
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1",
+                             "children": [{"kind": "noop"}, {"kind": "noop"}]})
+    claims = store.claim(root, "n1", 2)
+    before = tree_dump(store, root)
+    for ok in (True, False):
+        outcome = store.finish(root, claims[0].id, "not-the-token", ok, "x", {"r": 1})
+        assert (outcome.verdict, outcome.state) == ("stale", "RUNNING")
+        # Another job's token does not fit either.
+        outcome = store.finish(root, claims[0].id, claims[1].token, ok)
+        assert outcome.verdict == "stale"
+    assert tree_dump(store, root) == before
+    assert store.finish(root, claims[0].id, claims[0].token, True).verdict == "ok"
+    after_first = tree_dump(store, root)
+    # The right token, but the job is finished: a replay changes nothing.
+    assert store.finish(root, claims[0].id, claims[0].token, False).verdict == "stale"
+    assert tree_dump(store, root) == after_first
+    # A WAITING/NEW job cannot be finished at all.
+    assert store.finish(root, root, "", True).verdict == "stale"
+    assert store.finish(root, str(uuid.uuid4()), "", True).verdict == "stale"
+    assert tree_dump(store, root) == after_first
+
+
+def test_fenced_job_late_result_discarded(backend: Any) -> None:
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [{"kind": "noop"}]})
+    (claim,) = store.claim(root, "n1", 1)
+    store.abort(root)
+    # The node fences the job (records it ABORTED) ...
+    fenced = store.finish(root, claim.id, claim.token, False, "did not stop")
+    assert fenced.state == "ABORTED"
+    assert store.tree_finished(root)
+    before = tree_dump(store, root)
+    # ... and the job's own late success is discarded.
+    late = store.finish(root, claim.id, claim.token, True, "ok", {"late": 1})
+    assert late.verdict == "stale"
+    assert tree_dump(store, root) == before
+    assert store.results(root, [claim.id]) == {}
+
+
+def test_results_and_context_reach_the_parent(backend: Any) -> None:
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [
+        {"kind": "noop"}, {"kind": "noop"}, {"kind": "noop"}, {"kind": "noop"}]})
+    claims = {c.id: c for c in store.claim(root, "n1", 10)}
+    assert len(claims) == 4
+    assert all(c.results == {} and c.context == {} for c in claims.values())
+    c1, c2, c3, c4 = store.tree_flat(root)[root]["child_ids"]
+    store.set_context(root, "built", {"image": "shop:3", "layers": [1, 2]})
+    store.set_context(root, "note", "héllo ✓")
+    values = {c1: {"x": [1, "é", None, 2.5]}, c2: 0, c3: None, c4: "text"}
+    for job_id, value in values.items():
+        assert store.finish(root, job_id, claims[job_id].token, True, "ok", value).verdict == "ok"
+    (parent,) = store.claim(root, "n1", 10)
+    assert parent.id == root
+    # None is "no result"; falsy values are kept.
+    assert parent.results == {c1: values[c1], c2: 0, c4: "text"}
+    assert parent.context == {"built": {"image": "shop:3", "layers": [1, 2]},
+                              "note": "héllo ✓"}
+    assert store.context(root) == parent.context
+    assert store.results(root, [c1, c2, c3, c4, root]) == {c1: values[c1], c2: 0, c4: "text"}
+    assert parent.spec["children"] == [c1, c2, c3, c4]
+
+
+def test_failed_job_result_not_stored(backend: Any) -> None:
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [{"kind": "noop"}]})
+    (claim,) = store.claim(root, "n1", 1)
+    store.finish(root, claim.id, claim.token, False, "exit code 3", {"partial": True})
+    assert store.results(root, [claim.id]) == {}
+    status = store.job_status(claim.id)
+    assert (status["state"], status["summary"], status["cause"]) == ("FAILED", "exit code 3",
+                                                                      None)
+    assert store.job_status(root)["cause"] == claim.id
+
+
+def test_reap_fails_jobs_of_a_lost_node(backend: Any) -> None:
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [
+        {"kind": "noop", "node": "n2"}, {"kind": "noop", "node": "n2"},
+        {"kind": "noop", "node": "n1"}, {"kind": "noop", "node": "n1"}]})
+    on_n2 = {c.id for c in store.claim(root, "n2", 10)}
+    on_n1 = [c.id for c in store.claim(root, "n1", 1)]
+    assert len(on_n2) == 2 and len(on_n1) == 1
+    ended = store.reap(root, "n2", "node n2 lost")
+    assert set(ended) == on_n2
+    flat = store.tree_flat(root)
+    states = {i: flat[i]["state"] for i in on_n2}
+    assert "FAILED" in states.values()
+    assert set(states.values()) <= {"FAILED", "ABORTED"}
+    assert all(flat[i]["summary"] == "node n2 lost" for i in on_n2)
+    cause = store.client.hget(store.keys.tree_key(root, "meta"), "abort_cause")
+    assert cause in on_n2 and flat[cause]["state"] == "FAILED"
+    # The job running elsewhere is asked to abort; NEW/WAITING ones end ABORTED now.
+    assert flat[on_n1[0]]["state"] == "RUNNING"
+    assert store.running_on(root, "n1") == {on_n1[0]: cause}
+    for job_id, item in flat.items():
+        if job_id not in on_n2 and job_id != on_n1[0]:
+            assert (item["state"], item["cause"]) == ("ABORTED", cause)
+    # Reaping twice changes nothing; reaping a node with nothing running neither.
+    before = tree_dump(store, root)
+    assert store.reap(root, "n2", "again") == []
+    assert store.reap(root, "n3", "other") == []
+    assert tree_dump(store, root) == before
+    assert not store.tree_finished(root)
+    assert store.reap(root, "n1", "node n1 lost") == on_n1
+    assert store.job_state(on_n1[0]) == "ABORTED"
+    assert store.tree_finished(root)
+
+
+def test_reap_of_flagged_jobs_ends_them_aborted(backend: Any) -> None:
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [{"kind": "noop"}]})
+    (claim,) = store.claim(root, "n1", 1)
+    store.abort(root)
+    assert store.reap(root, "n1", "lost") == [claim.id]
+    status = store.job_status(claim.id)
+    assert (status["state"], status["cause"]) == ("ABORTED", root)
+    assert store.tree_finished(root)
+
+
+# -- unknown ids, bad input ---------------------------------------------------------------
+def test_unknown_ids(backend: Any) -> None:
+    store = make_store(backend)
+    submit(store, {"kind": "noop", "node": "n1"})
+    missing = str(uuid.uuid4())
+    for call in (store.abort, store.tree_status, store.job_status, store.job_state,
+                 store.resolve_root):
+        with pytest.raises(UnknownJobError) as info:
+            call(missing)
+        assert missing in str(info.value)
+    client = Client(backend)
+    with pytest.raises(UnknownJobError):
+        client.wait(missing, timeout=1)
+    with pytest.raises(UnknownJobError):
+        client.abort("not-an-id")
+
+
+def test_any_job_id_resolves_its_tree(backend: Any) -> None:
+    store = make_store(backend)
+    root, model = submit(store, {"kind": "noop", "node": "n1", "title": "top",
+                                 "tags": {"workspace": "w"},
+                                 "children": [{"kind": "noop", "children": [{"kind": "noop"}]}]})
+    for job_id in model.jobs:
+        assert store.resolve_root(job_id) == root
+        status = store.tree_status(job_id)
+        assert status["id"] == root and status["title"] == "top"
+        assert status["tags"] == {"workspace": "w"}
+        assert status["children"][0]["children"][0]["children"] == []
+    child = status["children"][0]
+    assert set(child) == {"id", "root", "parent", "node", "kind", "title", "state", "summary",
+                          "cause", "created", "started", "finished", "tags", "children"}
+    assert child["parent"] == root and child["tags"] == {}
+
+
+@pytest.mark.parametrize("spec", [
+    {"kind": "nope", "node": "n1"},
+    {"kind": "noop", "node": "n1", "children": [{"kind": "noop", "tags": {"workspace": "w"}}]},
+    {},
+])
+def test_invalid_spec_writes_nothing(backend: Any, spec: Any) -> None:
+    client = Client(backend)
+    before = client.store.client.dbsize()
+    with pytest.raises(SpecError):
+        client.submit(spec, allow_unknown_node=True)
+    assert client.store.client.dbsize() == before
+
+
+def test_unknown_node_writes_nothing(backend: Any) -> None:
+    client = Client(backend)
+    before = client.store.client.dbsize()
+    with pytest.raises(UnknownNodeError) as info:
+        client.submit({"kind": "noop", "node": "ghost"})
+    assert "ghost" in str(info.value)
+    assert client.store.client.dbsize() == before
+    root = client.submit({"kind": "noop", "node": "ghost"}, allow_unknown_node=True)
+    assert client.status(root)["state"] == "WAITING"
+
+
+# -- tag listing ---------------------------------------------------------------------------
+def submit_tagged(client: Client, count: int) -> list[tuple[str, dict[str, str]]]:
+    """``count`` trees with varied tags, oldest first."""
+    out = []
+    for i in range(count):
+        tags = {"workspace": ["acme", "beta"][i % 2],
+                "application": ["shop", "blog", "wiki"][i % 3],
+                "version": str(i % 4), "instance": f"i-{i}", "node": "n1"}
+        root = client.submit({"kind": "noop", "node": "n1", "title": f"t{i}", "tags": tags},
+                             allow_unknown_node=True)
+        out.append((root, tags))
+    return out
+
+
+def expected_ids(trees: list[tuple[str, dict[str, str]]], **want: str) -> list[str]:
+    return [root for root, tags in reversed(trees)
+            if all(tags[k] == v for k, v in want.items())]
+
+
+def test_list_by_tags_newest_first(backend: Any) -> None:
+    client = Client(backend)
+    trees = submit_tagged(client, 24)
+    queries: list[dict[str, str]] = [
+        {}, {"workspace": "acme"}, {"application": "blog"}, {"version": "3"},
+        {"instance": "i-7"}, {"node": "n1"},
+        {"workspace": "acme", "application": "shop"},
+        {"workspace": "beta", "application": "wiki", "version": "1"},
+        {"workspace": "acme", "version": "1"},  # acme is even i, version 1 is odd i: none
+        {"workspace": "acme", "application": "shop", "version": "0", "instance": "i-12",
+         "node": "n1"},
+        {"workspace": "nobody"},
+    ]
+    for query in queries:
+        page = client.list(**query, limit=100)
+        ids = [t["id"] for t in page.trees]
+        assert ids == expected_ids(trees, **query), query
+        assert page.next_cursor is None
+        for tree in page.trees:
+            assert "children" not in tree
+            assert tree["id"] == tree["root"] and tree["parent"] is None
+            assert all(tree["tags"][k] == v for k, v in query.items())
+        created = [t["created"] for t in page.trees]
+        assert created == sorted(created, reverse=True)
+    assert client.list(workspace="acme", application="shop", limit=100).trees[0]["title"] \
+        == "t18"
+
+
+def test_list_limit_and_paging(backend: Any) -> None:
+    client = Client(backend)
+    trees = submit_tagged(client, 23)
+    for query, limit in [({}, 5), ({}, 1), ({"workspace": "beta"}, 4),
+                         ({"workspace": "acme", "application": "blog"}, 2),
+                         ({"application": "shop"}, 8), ({"version": "2"}, 100)]:
+        expected = expected_ids(trees, **query)
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            page = client.list(**query, limit=limit, cursor=cursor)
+            pages += 1
+            assert len(page.trees) <= limit
+            seen.extend(t["id"] for t in page.trees)
+            if page.next_cursor is None:
+                break
+            assert len(page.trees) == limit
+            cursor = page.next_cursor
+            assert pages <= len(expected) + 1
+        assert seen == expected, (query, limit)
+        assert pages == len(expected) // limit + 1
+
+
+def index_trees(store: Store, entries: list[tuple[str, float, dict[str, str]]],
+                statuses: list[str]) -> None:
+    """Index entries straight into Redis (no submit), with the minimal records that
+    a listed tree's status needs, for the roots in ``statuses`` only."""
+    pipe = store.client.pipeline(transaction=False)
+    k = store.keys
+    for start in range(0, len(entries), 10_000):
+        chunk = entries[start:start + 10_000]
+        pipe.zadd(k.trees, {root: score for root, score, _ in chunk})
+        by_tag: dict[str, dict[str, float]] = {}
+        for root, score, tags in chunk:
+            for key, value in tags.items():
+                by_tag.setdefault(k.tag(key, value), {})[root] = score
+        for key, mapping in by_tag.items():
+            pipe.zadd(key, mapping)
+    pipe.execute()
+    info = {root: (score, tags) for root, score, tags in entries}
+    for root in statuses:
+        score, tags = info[root]
+        pipe.hset(k.roots, root, root)
+        pipe.hset(k.tree_key(root, "state"), root, "SUCCESS")
+        pipe.hset(k.tree_key(root, "spec"), root, json.dumps({"kind": "noop", "title": "t"}))
+        pipe.hset(k.tree_key(root, "meta"), mapping={"created": repr(score),
+                                                     "tags": json.dumps(tags)})
+    pipe.execute()
+
+
+def test_paging_through_equal_timestamps(backend: Any) -> None:
+    store = make_store(backend)
+    now = 1_764_420_000.25
+    entries = [(str(uuid.uuid4()), now + (i // 5), {"workspace": "w"}) for i in range(23)]
+    index_trees(store, entries, [r for r, _, _ in entries])
+    expected = [r for r, _, _ in sorted(entries, key=lambda e: (e[1], e[0]), reverse=True)]
+    for limit in (1, 2, 3, 5, 7):
+        for tags in ({}, {"workspace": "w"}):
+            seen: list[str] = []
+            cursor = None
+            while True:
+                page = list_trees(store, tags, limit=limit, cursor=cursor)
+                seen.extend(t["id"] for t in page.trees)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            assert seen == expected, (limit, tags)
+
+
+def test_list_rejects_bad_arguments(backend: Any) -> None:
+    client = Client(backend)
+    store = client.store
+    with pytest.raises(JobgroveError, match="unknown tag"):
+        list_trees(store, {"colour": "red"})
+    for limit in (0, -1, 10_001):
+        with pytest.raises(JobgroveError, match="limit"):
+            client.list(limit=limit)
+    for cursor in ("garbage", "1.5", ":abc", "x:abc"):
+        with pytest.raises(JobgroveError, match="cursor"):
+            client.list(cursor=cursor)
+
+
+def _command_calls(client: Any) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+# Index entries for tree i: id, score BASE + i, tags from i. Generated inside Redis
+# (800,000 arguments would take redis-py seconds to encode); ``fake_tree`` is the same
+# rule in Python, for the expected answers.
+_FILL_INDEXES = """
+local base, n, ns = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local pending = {}
+local function add(key, score, member)
+  local list = pending[key]
+  if not list then list = {}; pending[key] = list end
+  list[#list + 1] = score
+  list[#list + 1] = member
+  if #list >= 1000 then
+    redis.call('ZADD', key, unpack(list))
+    pending[key] = {}
+  end
+end
+for i = 0, n - 1 do
+  local id = string.format('%08x-7a1e-4000-8000-%012x', i, i * 7919)
+  local score = base + i
+  add(ns .. ':trees', score, id)
+  add(ns .. ':tag:workspace:w' .. (i % 4), score, id)
+  add(ns .. ':tag:application:a' .. (i % 100), score, id)
+  add(ns .. ':tag:version:v' .. (i % 7), score, id)
+end
+for key, list in pairs(pending) do
+  if #list > 0 then redis.call('ZADD', key, unpack(list)) end
+end
+return n
+"""
+
+
+def fake_tree(i: int, base: float) -> tuple[str, float, dict[str, str]]:
+    return (f"{i:08x}-7a1e-4000-8000-{i * 7919:012x}", base + i,
+            {"workspace": f"w{i % 4}", "application": f"a{i % 100}", "version": f"v{i % 7}"})
+
+
+def test_listing_stays_cheap_with_100k_trees(redis_url: str) -> None:
+    store = make_store(redis_url)
+    admin = store.client
+    total = 100_000
+    base = 1_700_000_000.0
+    assert admin.eval(_FILL_INDEXES, 0, repr(base), total, store.keys.ns) == total
+    assert admin.zcard(store.keys.trees) == total
+    assert admin.zcard(store.keys.tag("workspace", "w1")) == total // 4
+    queries: list[tuple[dict[str, str], int]] = [
+        ({}, 50),
+        ({"workspace": "w1"}, 50),
+        ({"workspace": "w1", "application": "a1"}, 50),  # correlated: all of a1 match
+        ({"workspace": "w2", "version": "v3"}, 20),
+        ({"workspace": "w0", "application": "a1"}, 50),  # disjoint: nothing matches
+        ({"application": "a5", "version": "v0"}, 10),
+    ]
+    expected: dict[int, list[str]] = {}
+    entries: dict[str, tuple[str, float, dict[str, str]]] = {}
+    for n, (tags, limit) in enumerate(queries):
+        matching = (fake_tree(i, base) for i in range(total - 1, -1, -1))
+        found = list(itertools.islice(
+            (e for e in matching if all(e[2][k] == v for k, v in tags.items())), limit))
+        entries.update((e[0], e) for e in found)
+        expected[n] = [e[0] for e in found]
+    assert all(expected[n] for n in (0, 1, 2, 3, 5)) and expected[4] == []
+    # The records a listed tree's status needs, for the trees listed only.
+    pipe = admin.pipeline(transaction=False)
+    k = store.keys
+    for root, score, tags in entries.values():
+        pipe.hset(k.roots, root, root)
+        pipe.hset(k.tree_key(root, "state"), root, "SUCCESS")
+        pipe.hset(k.tree_key(root, "spec"), root, json.dumps({"kind": "noop", "title": "t"}))
+        pipe.hset(k.tree_key(root, "meta"), mapping={"created": repr(score),
+                                                     "tags": json.dumps(tags)})
+    pipe.execute()
+    for n, (tags, limit) in enumerate(queries):
+        admin.config_resetstat()
+        started = time.perf_counter()
+        page = list_trees(store, tags, limit=limit)
+        elapsed = time.perf_counter() - started
+        calls = _command_calls(admin)
+        calls.pop("info", None)
+        calls.pop("config|resetstat", None)
+        assert [t["id"] for t in page.trees] == expected[n], tags
+        for tree in page.trees:
+            assert tree["tags"] == entries[tree["id"]][2]
+            assert tree["created"] == entries[tree["id"]][1]
+        # Cost follows the result (and the smallest index), not the 100,000 stored:
+        # no scans, a few index reads, then per listed tree one root lookup plus one
+        # pipelined status read.
+        assert not {"keys", "scan", "sort", "zinterstore", "zinter", "zrange"} & set(calls)
+        index_calls = sum(v for c, v in calls.items() if c.startswith("z"))
+        assert index_calls >= 1
+        assert index_calls <= 2 * (1000 // 100) + 4, (tags, calls)
+        assert sum(calls.values()) <= 10 * limit + 30, (tags, calls)
+        assert elapsed < 2.0, (tags, elapsed)

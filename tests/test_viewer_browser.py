@@ -1,0 +1,127 @@
+"""The browser viewer in headless Chromium, driven over the DevTools protocol: it lists
+trees by tag, shows a running tree turning SUCCESS, and the selected job's log lines
+(relayed from another node). A screenshot is saved under test-artifacts/."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from tests.helpers import wait_for
+from tests.test_ws_wire import Cluster, cluster  # noqa: F401
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+
+
+class Page:
+    """A minimal DevTools protocol client for one page."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.ws = ws_connect(ws_url, max_size=None, open_timeout=10)
+        self.ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self.ws.recv(timeout=10))
+            if reply.get("id") == msg_id:
+                if "error" in reply:
+                    raise AssertionError(reply["error"])
+                return dict(reply.get("result", {}))
+
+    def js(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[str]:
+    """A headless Chromium; yields its DevTools HTTP address."""
+    assert CHROMIUM is not None
+    profile = tempfile.mkdtemp(prefix="jobgrove-chromium-")
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--window-size=1400,900", f"--user-data-dir={profile}",
+         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = Path(profile) / "DevToolsActivePort"
+        wait_for(lambda: port_file.exists() and port_file.read_text().strip(), timeout=20,
+                 what="chromium's DevTools port")
+        yield f"127.0.0.1:{port_file.read_text().split()[0]}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(devtools: str, url: str) -> Page:
+    with urllib.request.urlopen(f"http://{devtools}/json/list", timeout=5) as res:
+        targets = [t for t in json.load(res) if t.get("type") == "page"]
+    page = Page(targets[0]["webSocketDebuggerUrl"])
+    page.call("Page.enable")
+    page.call("Page.navigate", url=url)
+    return page
+
+
+def test_viewer_shows_a_live_tree_and_log(cluster: Cluster, browser: str) -> None:
+    a = cluster.add("a")
+    cluster.add("b")
+    assert a is not None
+    spec = {"title": "deploy shop", "kind": "noop", "node": "a",
+            "tags": {"workspace": "acme", "application": "shop"},
+            "children": [{"title": "build", "kind": "shell", "node": "b", "params": {
+                "command": ["sh", "-c", "for i in $(seq 1 8); do echo build step $i; "
+                            "sleep 0.15; done"]}}]}
+    root = cluster.client.submit(spec)
+    child = cluster.client.status(root)["children"][0]["id"]
+    page = open_page(browser, f"http://{a.address}/?workspace=acme")
+    try:
+        # The tree is listed with its tags; clicking it, then the job, selects them.
+        wait_for(lambda: page.js(f"!!document.querySelector('#trees li[data-id=\"{root}\"]')"),
+                 timeout=10, what="tree listed")
+        assert "workspace=acme" in page.js("document.getElementById('trees').innerText")
+        page.js(f"document.querySelector('#trees li[data-id=\"{root}\"]').click()")
+        row = f"document.querySelector('.job[data-id=\"{child}\"]')"
+        wait_for(lambda: page.js(f"!!{row}"), timeout=10, what="tree rendered")
+        page.js(f"{row}.click()")
+        root_state = f"document.querySelector('.job[data-id=\"{root}\"] .state').textContent"
+        # Live: a log line appears while the tree is still running.
+        wait_for(lambda: "build step 2" in page.js("document.getElementById('log').textContent")
+                 and page.js(root_state) != "SUCCESS", timeout=10, what="live log line")
+        wait_for(lambda: page.js(root_state) == "SUCCESS", timeout=15, what="tree SUCCESS")
+        wait_for(lambda: "log complete" in page.js(
+            "document.getElementById('log-status').textContent"), timeout=10)
+        log_text = page.js("document.getElementById('log').textContent")
+        assert log_text.encode() == cluster.log_bytes("b", child)
+        assert page.js(f"{row}.querySelector('.state').textContent") == "SUCCESS"
+        assert page.js(f"{row}.querySelector('.dur').textContent").endswith("s")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = page.call("Page.captureScreenshot", format="png")
+        (ARTIFACTS / "viewer.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        page.close()

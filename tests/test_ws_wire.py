@@ -1,0 +1,191 @@
+"""Wire format and auth units, plus the in-process cluster the other websocket tests use
+(nodes with an Endpoint each, on a private redis-server)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import wsproto.frame_protocol as fp
+
+from jobgrove import Client, Node
+from jobgrove.auth import (
+    AuthError,
+    is_loopback_host,
+    mint_token,
+    origin_allowed,
+    split_host,
+    verify_token,
+)
+from jobgrove.endpoint import Endpoint
+from jobgrove.messaging import wire
+from jobgrove.messaging.connection import connect
+from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.store import Store
+from jobgrove.messaging.ws_server import Limits
+from tests.helpers import wait_for
+
+UUID = "39d4f79d-2196-4d80-9cf8-fe18c4c27618"
+
+
+class Cluster:
+    """In-process nodes, each with its endpoint registered as the node's address."""
+
+    def __init__(self, redis_url: str, log_dir: str) -> None:
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.client = Client(redis_url)
+        self.endpoints: dict[str, Endpoint] = {}
+        self.nodes: dict[str, Node] = {}
+
+    def add(self, name: str, *, endpoint: bool = True, address: str | None = None,
+            **kwargs: Any) -> Endpoint | None:
+        logs = f"{self.log_dir}/{name}"
+        ep = None
+        if endpoint:
+            redis = connect(self.redis_url)
+            kwargs.setdefault("listen", "127.0.0.1:0")
+            ep = Endpoint(node_name=name, store=Store(redis), registry=Registry(redis),
+                          log_dir=logs, **kwargs)
+            ep.start()
+            self.endpoints[name] = ep
+            address = ep.address
+        node = Node(name, redis=self.redis_url, log_dir=logs, abort_grace=3.0,
+                    address=address, on_log_growth=ep.on_log_growth if ep else None)
+        if ep is not None:
+            ep.running_count = lambda: node.running(timeout=1.0)
+        self.nodes[name] = node.start()
+        return ep
+
+    def shell(self, node: str, script: str, **spec: Any) -> str:
+        return self.client.submit({"kind": "shell", "node": node,
+                                   "params": {"command": ["sh", "-c", script]}, **spec})
+
+    def log_bytes(self, node: str, job: str) -> bytes:
+        from jobgrove.joblog import log_path
+
+        return log_path(f"{self.log_dir}/{node}", job).read_bytes()
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.stop(graceful=False)
+        for ep in self.endpoints.values():
+            ep.stop()
+
+
+@pytest.fixture
+def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    c = Cluster(redis_url, log_dir)
+    yield c
+    c.close()
+
+
+def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def until(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Frames until one of type ``kind`` (returned)."""
+    while True:
+        frame = recv_json(ws, timeout)
+        if frame["type"] == kind:
+            return frame
+
+
+def small_limits(**kw: Any) -> Limits:
+    return Limits(**{"ping_interval": 5.0, **kw})
+
+
+# -- unit tests -------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, code", [
+    ("{", "bad_request"),
+    ("[1]", "bad_request"),
+    ('{"job": "x"}', "bad_request"),
+    ('{"type": "explode"}', "bad_request"),
+    ('{"type": "subscribe"}', "bad_request"),
+    ('{"type": "subscribe", "job": "../../etc/passwd"}', "bad_request"),
+    ('{"type": "subscribe", "job": "/etc/passwd"}', "bad_request"),
+    ('{"type": "subscribe", "job": "39d4f79d-2196-4d80-9cf8-fe18c4c2761\\u0000"}',
+     "bad_request"),
+    ('{"type": "subscribe", "job": "%s", "offset": -1}' % UUID, "bad_request"),
+    ('{"type": "subscribe", "job": "%s", "offset": true}' % UUID, "bad_request"),
+    ('{"type": "subscribe", "job": "%s", "offset": "5"}' % UUID, "bad_request"),
+    ('{"type": "watch", "tree": 5}', "bad_request"),
+    ('{"type": "subscribe", "job": "%s", "pad": "%s"}' % (UUID, "x" * 5000), "too_large"),
+])
+def test_bad_requests_are_named(raw: str, code: str) -> None:
+    with pytest.raises(wire.WireError) as info:
+        wire.parse_request(raw)
+    assert info.value.code == code
+    frame = json.loads(info.value.frame()[2:] if info.value.frame()[1] < 126
+                       else info.value.frame()[4:])
+    assert frame["type"] == "error" and frame["code"] == code and frame["message"]
+
+
+def test_good_requests() -> None:
+    assert wire.parse_request('{"type":"subscribe","job":"%s","offset":7}' % UUID) \
+        == wire.Subscribe(UUID, 7, True)
+    assert wire.parse_request('{"type":"watch","tree":"%s"}' % UUID) == wire.Watch(UUID)
+    with pytest.raises(wire.WireError):
+        wire.parse_request(b'{"type":"watch"}')
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200000])
+def test_frames_decode_with_an_independent_parser(size: int) -> None:
+    payload = json.dumps({"type": "log", "data": "x" * size}).encode()
+    proto = fp.FrameProtocol(client=True, extensions=[])
+    proto.receive_bytes(wire.ws_frame(payload))
+    frames = list(proto.received_frames())
+    assert len(frames) == 1 and frames[0].payload == payload.decode()
+
+
+def test_utf8_cut_and_decode() -> None:
+    text = "é€😀".encode()
+    for n in range(len(text) + 1):
+        cut = wire.utf8_cut(text[:n])
+        text[:cut].decode("utf-8")  # never splits a character
+        assert n - cut < 4
+    assert len(wire.decode_log(b"ok \xff\xfe!").encode()) == 6
+
+
+def test_tokens() -> None:
+    secret = b"s" * 32
+    token = mint_token(secret, 60)
+    assert verify_token(secret, token) == "viewer"
+    assert verify_token(secret, mint_token(secret, 60, subject="node")) == "node"
+    for bad in (None, "", "garbage", token[:-2] + "xx", mint_token(b"t" * 32, 60),
+                mint_token(secret, 10, now=0)):
+        with pytest.raises(AuthError):
+            verify_token(secret, bad)
+
+
+def test_origins_and_hosts() -> None:
+    assert origin_allowed(None, "h:1", [])
+    assert origin_allowed("http://h:1", "h:1", [])
+    assert not origin_allowed("http://evil:1", "h:1", [])
+    assert not origin_allowed("null", "h:1", [])
+    assert origin_allowed("https://ui.example", "h:1", ["https://ui.example"])
+    assert split_host("[::1]:80") == "::1" and split_host("a:1") == "a"
+    assert is_loopback_host("127.0.0.5") and is_loopback_host("localhost")
+    assert not is_loopback_host("example.com") and not is_loopback_host("10.0.0.1")
+
+
+def test_endpoint_health_and_stop_leaves_no_threads(cluster: Cluster) -> None:
+    import threading
+    import urllib.request
+
+    ep = cluster.add("a")
+    assert ep is not None
+    with urllib.request.urlopen(f"http://{ep.address}/health", timeout=5) as res:
+        assert json.load(res) == {"node": "a", "redis": "ok", "running": 0}
+    names = ("jg-http-a", "jg-pubsub-a", "jg-lookups-a")
+    assert any(t.name.startswith(names) for t in threading.enumerate())
+    ep.stop()
+    wait_for(lambda: not any(t.name.startswith(names) for t in threading.enumerate()),
+             timeout=5, what="endpoint threads to end")
+    host, port = ep.address.rsplit(":", 1)
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=1)
