@@ -106,7 +106,8 @@ class Node:
                 self._start_endpoint()
             record = self.record()
             try:
-                self.registry.claim_name(self.name, self.token, int(self.lease * 1000), record)
+                self.registry.claim_name(self.name, self.token, int(self.lease * 1000), record,
+                                         holder_is_dead=_crashed_here)
             except JobgroveError:
                 if self.endpoint is not None:
                     self.endpoint.stop()
@@ -237,6 +238,22 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _crashed_here(holder: dict[str, Any]) -> bool:
+    """True if the lease holder was a process on this host that no longer exists."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False  # another Node of this very process: a real conflict
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _route(actor: pykka.ActorRef[Any], message: dict[str, Any]) -> None:

@@ -41,6 +41,15 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    """Like ``own_redis``, but the data survives stop()/start() (append-only, fsync always)."""
+    server = RedisServer(durable=True)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
 def fake() -> Any:
     """An in-process fakeredis server (embedded mode)."""
     return fake_server()

@@ -40,7 +40,10 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server on a free port that tests may stop, kill and restart."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """``durable``: append-only file fsynced on every write, so a stop/start (even a
+        SIGKILL) keeps the data, as a production Redis would."""
+        self.durable = durable
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: install it (apt-get install "
@@ -61,7 +64,8 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no",
+             "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always",
+             "--dir", self.dir, "--protected-mode", "no",
              "--logfile", os.path.join(self.dir, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

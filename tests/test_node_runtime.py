@@ -192,6 +192,22 @@ def log_lines(path: Path) -> list[str]:
     return [STAMP.sub("", line) for line in lines]
 
 
+def live_in_group(pgid: int) -> list[int]:
+    """Pids of the non-zombie processes in process group ``pgid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
 def state_of(client: Client, job_id: str) -> str:
     return client.job(job_id)["state"]
 
@@ -357,6 +373,7 @@ def test_shell_ignoring_sigterm_is_killed_after_grace(redis_url: str, nodes: Any
     path = log_path(node.log_dir, job_id)
     wait_for(lambda: "ready" in log_lines(path), timeout=5, what="the shell job running")
     pid = int(next(line for line in log_lines(path) if line.startswith("pid "))[4:])
+    assert pid in live_in_group(pid)  # its own process group, alive
     asked = time.time()
     client.abort(job_id)
     client.wait(root, timeout=10)
@@ -370,11 +387,13 @@ def test_shell_ignoring_sigterm_is_killed_after_grace(redis_url: str, nodes: Any
     assert "exit code -9" in job["summary"]
 
     def group_gone() -> bool:
+        """No live process left in the shell's process group (zombies waiting for
+        their reaper do not count)."""
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
             return True
-        return False
+        return not live_in_group(pid)
 
     wait_for(group_gone, timeout=5, what="the shell's process group gone")
 

@@ -5,6 +5,7 @@ trees by tag, shows a running tree turning SUCCESS, and the selected job's log l
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import shutil
@@ -32,7 +33,8 @@ class Page:
     """A minimal DevTools protocol client for one page."""
 
     def __init__(self, ws_url: str) -> None:
-        self.ws = ws_connect(ws_url, max_size=None, open_timeout=10)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(ws_connect(ws_url, max_size=None, open_timeout=10))
         self.ids = itertools.count(1)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -50,7 +52,7 @@ class Page:
         return result.get("result", {}).get("value")
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from jobgrove.errors import CorruptRecordError, NodeNameInUseError
@@ -37,10 +38,21 @@ class Registry:
         self._release = client.register_script(_RELEASE)
 
     @translate_errors
-    def claim_name(self, name: str, token: str, lease_ms: int, record: dict[str, Any]) -> None:
-        """Take the lease on ``name`` and publish this node's record, or refuse."""
-        if not self.client.set(self.keys.lease(name), token, nx=True, px=lease_ms):
+    def claim_name(self, name: str, token: str, lease_ms: int, record: dict[str, Any],
+                   holder_is_dead: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        """Take the lease on ``name`` and publish this node's record, or refuse.
+
+        ``holder_is_dead(record)`` may vouch that the current holder is gone (a crashed
+        process on this very host): then the lease is taken over at once instead of
+        waiting for it to expire.
+        """
+        lease_key = self.keys.lease(name)
+        if not self.client.set(lease_key, token, nx=True, px=lease_ms):
             holder = self.record(name) or {}
+            if holder_is_dead is not None and holder_is_dead(holder):
+                self.client.set(lease_key, token, px=lease_ms)
+                self.write_record(name, record)
+                return
             raise NodeNameInUseError(
                 f"node name {name!r} is already held by a live process "
                 f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "

@@ -145,6 +145,7 @@ function renderTree(status) {
   if (status.id !== view.treeId && !contains(status, view.treeId)) return;
   view.treeId = status.id;
   view.tree = status;
+  updateListState(status.id, status.state);
   view.jobs.clear();
   $("tree-title").textContent = status.title || status.id;
   $("tree-title").classList.remove("muted");
@@ -184,7 +185,13 @@ function renderJob(job) {
   return li;
 }
 
+function updateListState(id, state) {
+  const li = $("trees").querySelector(`li[data-id="${CSS.escape(id)}"] .state`);
+  if (li) { li.textContent = state; li.className = "state " + state; }
+}
+
 function updateJob(frame) {
+  updateListState(frame.job, frame.state);
   const entry = view.jobs.get(frame.job);
   if (!entry) {
     // A job added after the snapshot: fetch the tree again (debounced).
@@ -250,6 +257,10 @@ function updateHash() {
   history.replaceState(null, "", location.pathname + location.search + "#" + h.toString());
 }
 
+// Tag filters may come in the page's URL too: /?workspace=acme&application=shop
+for (const input of $("filters").querySelectorAll("input")) {
+  if (params.get(input.name)) input.value = params.get(input.name);
+}
 $("filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadTrees(); });
 fetch(withToken("/health")).then((r) => r.json()).then((h) => {
   $("node").textContent = `node ${h.node} · redis ${h.redis}`;
