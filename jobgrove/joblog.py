@@ -12,7 +12,6 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 #: Called with (job id, file size after the write) whenever a log grows.
 GrowthListener = Callable[[str, int], None]
@@ -39,6 +38,22 @@ def _stamp() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
+_known_dirs: set[Path] = set()
+
+
+def _open_append(path: Path) -> int:
+    """An O_APPEND descriptor: every write lands whole at the end, even across processes."""
+    if path.parent not in _known_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _known_dirs.add(path.parent)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:  # the directory was removed behind our back
+        _known_dirs.discard(path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
 class JobLog:
     """Appends timestamped lines to one job's log file; safe to use from many threads."""
 
@@ -48,7 +63,7 @@ class JobLog:
         self.path = log_path(log_dir, job_id)
         self._lock = threading.Lock()
         # Opened on first write, in the job's own thread (not the supervisor's).
-        self._file: Any = None
+        self._file: int | None = None
         self._closed = False
         self._on_growth = on_growth
 
@@ -61,10 +76,9 @@ class JobLog:
             if self._closed:
                 return
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (see close)
-            self._file.write(data)
-            size = self._file.tell()
+                self._file = _open_append(self.path)
+            os.write(self._file, data)
+            size = os.lseek(self._file, 0, os.SEEK_CUR)
         if self._on_growth is not None:
             self._on_growth(self.job_id, size)
 
@@ -80,4 +94,5 @@ class JobLog:
         with self._lock:
             self._closed = True
             if self._file is not None:
-                self._file.close()
+                os.close(self._file)
+                self._file = None

@@ -20,7 +20,13 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import wait_for
-from tests.test_ws_wire import Cluster, cluster  # noqa: F401
+from tests.test_ws_wire import Cluster, cluster_of
+
+
+@pytest.fixture
+def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    yield from cluster_of(redis_url, log_dir)
+
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

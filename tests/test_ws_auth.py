@@ -6,6 +6,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -13,7 +14,13 @@ from websockets.sync.client import connect as ws_connect
 
 from jobgrove.auth import mint_token
 from jobgrove.messaging.ws_client import WsError, stream_log
-from tests.test_ws_wire import UUID, Cluster, cluster, recv_json  # noqa: F401
+from tests.test_ws_wire import UUID, Cluster, cluster_of, recv_json
+
+
+@pytest.fixture
+def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    yield from cluster_of(redis_url, log_dir)
+
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 

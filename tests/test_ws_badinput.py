@@ -7,28 +7,35 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from jobgrove.messaging.ws_server import Limits
-from tests.test_ws_wire import UUID, Cluster, cluster, recv_json, until  # noqa: F401
+from tests.test_ws_wire import UUID, Cluster, cluster_of, recv_json, until
+
+
+@pytest.fixture
+def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    yield from cluster_of(redis_url, log_dir)
+
 
 BAD = [
     ("not json", "bad_request"),
     ("[]", "bad_request"),
     ('{"type": "teleport"}', "bad_request"),
-    ('{"job": "%s"}' % UUID, "bad_request"),
+    (json.dumps({"job": UUID}), "bad_request"),
     ('{"type": "subscribe"}', "bad_request"),
     ('{"type": "subscribe", "job": "../../../etc/passwd"}', "bad_request"),
     ('{"type": "subscribe", "job": "/etc/passwd"}', "bad_request"),
-    ('{"type": "subscribe", "job": "%s/../x"}' % UUID, "bad_request"),
+    (json.dumps({"type": "subscribe", "job": f"{UUID}/../x"}), "bad_request"),
     ('{"type": "subscribe", "job": "abc\\u0000def"}', "bad_request"),
-    ('{"type": "subscribe", "job": "%s", "offset": -5}' % UUID, "bad_request"),
+    (json.dumps({"type": "subscribe", "job": UUID, "offset": -5}), "bad_request"),
     ('{"type": "watch", "tree": "../x"}', "bad_request"),
-    ('{"type": "watch", "tree": "%s"}' % UUID, "not_found"),
-    ('{"type": "subscribe", "job": "%s"}' % UUID, "not_found"),
+    (json.dumps({"type": "watch", "tree": UUID}), "not_found"),
+    (json.dumps({"type": "subscribe", "job": UUID}), "not_found"),
     (json.dumps({"type": "subscribe", "job": UUID, "pad": "x" * 10_000}), "too_large"),
 ]
 
@@ -68,7 +75,7 @@ def test_oversize_message_closes_cleanly_and_others_are_unaffected(cluster: Clus
         with pytest.raises(ConnectionClosed) as info:
             big.recv(timeout=5)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
-        other.send('{"type": "watch", "tree": "%s"}' % UUID)
+        other.send(json.dumps({"type": "watch", "tree": UUID}))
         assert recv_json(other)["code"] == "not_found"
 
 
@@ -108,7 +115,7 @@ def test_connection_cap(cluster: Cluster) -> None:
         answer = raw_http(a.address, upgrade)
         assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
     with ws_connect(url) as ws:  # capacity is back once they closed
-        ws.send('{"type":"watch","tree":"%s"}' % UUID)
+        ws.send(json.dumps({"type": "watch", "tree": UUID}))
         assert recv_json(ws)["code"] == "not_found"
 
 

@@ -9,13 +9,21 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from websockets.sync.client import connect as ws_connect
 
 from jobgrove.messaging.ws_server import TOO_SLOW, Connection, Limits, Request
 from tests.helpers import wait_for
-from tests.test_ws_wire import Cluster, cluster, recv_json  # noqa: F401
+from tests.test_ws_wire import Cluster, cluster_of, recv_json
+
+
+@pytest.fixture
+def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    yield from cluster_of(redis_url, log_dir)
+
 
 VIEWERS = 200
 # ~230 KB of log in 400 lines, written over about a second.

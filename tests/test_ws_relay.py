@@ -7,13 +7,21 @@ import io
 import json
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from websockets.sync.client import connect as ws_connect
 
 from jobgrove.messaging.ws_client import WsError, fetch_tree, stream_log
 from tests.helpers import free_port, wait_for
-from tests.test_ws_wire import UUID, Cluster, cluster, recv_json, until  # noqa: F401
+from tests.test_ws_wire import UUID, Cluster, cluster_of, recv_json, until
+
+
+@pytest.fixture
+def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    yield from cluster_of(redis_url, log_dir)
+
 
 SLOW_LINES = "for i in $(seq 1 30); do echo line $i; sleep 0.03; done"
 

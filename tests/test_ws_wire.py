@@ -76,11 +76,16 @@ class Cluster:
             ep.stop()
 
 
-@pytest.fixture
-def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+def cluster_of(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    """Body of each websocket test module's ``cluster`` fixture."""
     c = Cluster(redis_url, log_dir)
     yield c
     c.close()
+
+
+@pytest.fixture
+def cluster(redis_url: str, log_dir: str) -> Iterator[Cluster]:
+    yield from cluster_of(redis_url, log_dir)
 
 
 def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
@@ -110,11 +115,11 @@ def small_limits(**kw: Any) -> Limits:
     ('{"type": "subscribe", "job": "/etc/passwd"}', "bad_request"),
     ('{"type": "subscribe", "job": "39d4f79d-2196-4d80-9cf8-fe18c4c2761\\u0000"}',
      "bad_request"),
-    ('{"type": "subscribe", "job": "%s", "offset": -1}' % UUID, "bad_request"),
-    ('{"type": "subscribe", "job": "%s", "offset": true}' % UUID, "bad_request"),
-    ('{"type": "subscribe", "job": "%s", "offset": "5"}' % UUID, "bad_request"),
+    (f'{{"type": "subscribe", "job": "{UUID}", "offset": -1}}', "bad_request"),
+    (f'{{"type": "subscribe", "job": "{UUID}", "offset": true}}', "bad_request"),
+    (f'{{"type": "subscribe", "job": "{UUID}", "offset": "5"}}', "bad_request"),
     ('{"type": "watch", "tree": 5}', "bad_request"),
-    ('{"type": "subscribe", "job": "%s", "pad": "%s"}' % (UUID, "x" * 5000), "too_large"),
+    (json.dumps({"type": "subscribe", "job": UUID, "pad": "x" * 5000}), "too_large"),
 ])
 def test_bad_requests_are_named(raw: str, code: str) -> None:
     with pytest.raises(wire.WireError) as info:
@@ -126,9 +131,9 @@ def test_bad_requests_are_named(raw: str, code: str) -> None:
 
 
 def test_good_requests() -> None:
-    assert wire.parse_request('{"type":"subscribe","job":"%s","offset":7}' % UUID) \
+    assert wire.parse_request(json.dumps({"type": "subscribe", "job": UUID, "offset": 7})) \
         == wire.Subscribe(UUID, 7, True)
-    assert wire.parse_request('{"type":"watch","tree":"%s"}' % UUID) == wire.Watch(UUID)
+    assert wire.parse_request(json.dumps({"type": "watch", "tree": UUID})) == wire.Watch(UUID)
     with pytest.raises(wire.WireError):
         wire.parse_request(b'{"type":"watch"}')
 

@@ -34,7 +34,7 @@ from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.actors.upkeep import Upkeep
 from jobgrove.errors import StoreUnavailableError
 from jobgrove.joblog import GrowthListener
-from jobgrove.messaging.store import Finish, Store
+from jobgrove.messaging.store import Claim, Finish, Store
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +223,11 @@ class NodeActor(pykka.ThreadingActor):
         if not self.outbox or not self.redis_ok:
             return
         batch, self.outbox = self.outbox, []
-        items = [Finish(m.root, m.job_id, m.token, m.ok, m.summary, m.result)
+        claim = not self.draining
+        items = [Finish(m.root, m.job_id, m.token, m.ok, m.summary, m.result, self.name, claim)
                  if isinstance(m, JobDone) else Finish(m.root, m.job_id, m.token, False,
-                                                       m.summary) for m in batch]
+                                                       m.summary, None, self.name)
+                 for m in batch]
         try:
             outcomes = self.store.finish_many(items)
         except StoreUnavailableError as exc:
@@ -242,7 +244,9 @@ class NodeActor(pykka.ThreadingActor):
             if outcome.verdict == "stale":
                 log.info("outcome of job %s not recorded: it is %s already", item.job_id,
                          outcome.state or "gone")
-            if outcome.ready_on == self.name:
+            if outcome.claimed is not None:
+                self._dispatch(item.root, [outcome.claimed])
+            elif outcome.ready_on == self.name:
                 self.dirty[item.root] = None
 
     def _fill(self) -> None:
@@ -263,12 +267,15 @@ class NodeActor(pykka.ThreadingActor):
                 self.dirty.pop(root, None)
                 self.dirty[root] = None
             if claims:
-                self.busy[root] = self.busy.get(root, 0) + len(claims)
-                runners = []
-                for claim in claims:
-                    self.upkeep.started(claim.id, root)
-                    runners.append(self._take_runner(claim.id))
-                self._supervisor(root).tell(StartJobs(tuple(claims), tuple(runners)))
+                self._dispatch(root, claims)
+
+    def _dispatch(self, root: str, claims: list[Claim]) -> None:
+        self.busy[root] = self.busy.get(root, 0) + len(claims)
+        runners = []
+        for claim in claims:
+            self.upkeep.started(claim.id, root)
+            runners.append(self._take_runner(claim.id))
+        self._supervisor(root).tell(StartJobs(tuple(claims), tuple(runners)))
 
     def _undo(self, root: str) -> None:
         ids = self._store_call("undo", lambda: self.upkeep.claim_undo(root))

@@ -66,6 +66,8 @@ class Outcome:
     state: str
     #: After a SUCCESS: the node whose job (the parent) just became runnable, if any.
     ready_on: str | None = None
+    #: The parent, claimed in the same step for the reporting node (``Finish.claim``).
+    claimed: Claim | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,11 @@ class Finish:
     ok: bool
     summary: str = ""
     result: Any = None
+    #: The node recording it: if the parent becomes runnable there, no hint is published
+    #: (that node claims it at once, see ``Outcome.ready_on``).
+    reporter: str = ""
+    #: Claim the parent for ``reporter`` in the same step if it becomes runnable there.
+    claim: bool = False
 
 
 def _loads(raw: str, what: str) -> Any:
@@ -305,19 +312,27 @@ class Store:
         encoded = "" if item.result is None else json.dumps(item.result)
         argv = [self.keys.tree(item.root), self.keys.channel_prefix, repr(time.time()),
                 item.root, item.job_id, item.token, "SUCCESS" if item.ok else "FAILED",
-                item.summary[:2000], encoded]
+                item.summary[:2000], encoded, item.reporter,
+                uuid.uuid4().hex if item.claim else ""]
         return [self.keys.tree_key(item.root, "meta")], argv
 
     @staticmethod
-    def _outcome(reply: list[Any]) -> Outcome:
-        return Outcome(reply[0], reply[1], (reply[2] or None) if len(reply) > 2 else None)
+    def _outcome(root: str, reply: list[Any]) -> Outcome:
+        ready_on = (reply[2] or None) if len(reply) > 2 else None
+        claimed = None
+        if len(reply) > 3:
+            context = _decode_map(reply[3], "tree context")
+            job_id, token, spec, results = reply[4:8]
+            claimed = Claim(root, job_id, token, _loads(spec, f"job {job_id} spec"),
+                            _decode_map(results, f"children results of {job_id}"), context)
+        return Outcome(reply[0], reply[1], ready_on, claimed)
 
     @translate_errors
     def finish(self, root: str, job_id: str, token: str, ok: bool,
                summary: str = "", result: Any = None) -> Outcome:
         """Record a RUNNING job's outcome (compare-and-set on its run token)."""
         keys, argv = self._finish_args(Finish(root, job_id, token, ok, summary, result))
-        return self._outcome(self._scripts["finish"](keys=keys, args=argv))
+        return self._outcome(root, self._scripts["finish"](keys=keys, args=argv))
 
     @translate_errors
     def finish_many(self, items: list[Finish]) -> list[Outcome]:
@@ -337,7 +352,7 @@ class Store:
                     raise
                 self.client.script_load(script.script)
                 continue
-            return [self._outcome(reply) for reply in replies]
+            return [self._outcome(item.root, reply) for item, reply in zip(items, replies)]
         raise AssertionError("unreachable")
 
     @translate_errors

@@ -14,30 +14,9 @@ if not ids then return {} end
 local out = {''}
 for i, id in ipairs(ids) do
   if redis.call('HGET', T .. ':state', id) == 'WAITING' then
-    local token = tokenbase .. ':' .. i
-    redis.call('HSET', T .. ':state', id, 'RUNNING')
-    redis.call('HSET', T .. ':started', id, NOW)
-    redis.call('HSET', T .. ':token', id, token)
-    redis.call('HSET', T .. ':running', id, node)
-    publish_status(id, 'RUNNING')
-    local spec = redis.call('HGET', T .. ':spec', id)
-    local results = {}
-    local children = cjson.decode(spec).children
-    if #children > 0 then
-      local raw = redis.call('HMGET', T .. ':results', unpack(children))
-      for j, child in ipairs(children) do
-        if raw[j] then results[child] = raw[j] end
-      end
-    end
-    out[#out + 1] = id
-    out[#out + 1] = token
-    out[#out + 1] = spec
-    out[#out + 1] = cjson.encode(results)
+    for _, v in ipairs(claim_one(id, node, tokenbase .. ':' .. i)) do out[#out + 1] = v end
   end
 end
 if #out == 1 then return {} end
-local ctx = redis.call('HGETALL', T .. ':ctx')
-local ctx_map = {}
-for i = 1, #ctx, 2 do ctx_map[ctx[i]] = ctx[i + 1] end
-out[1] = cjson.encode(ctx_map)
+out[1] = context_json()
 return out

@@ -78,3 +78,29 @@ local function abort_tree(cause)
   hint_nodes('abort', cause)
   check_done()
 end
+
+-- WAITING -> RUNNING for one job on `node`; returns {id, token, spec, children results}.
+local function claim_one(id, node, token)
+  redis.call('HSET', T .. ':state', id, 'RUNNING')
+  redis.call('HSET', T .. ':started', id, NOW)
+  redis.call('HSET', T .. ':token', id, token)
+  redis.call('HSET', T .. ':running', id, node)
+  publish_status(id, 'RUNNING')
+  local spec = redis.call('HGET', T .. ':spec', id)
+  local results = {}
+  local children = cjson.decode(spec).children
+  if #children > 0 then
+    local raw = redis.call('HMGET', T .. ':results', unpack(children))
+    for j, child in ipairs(children) do
+      if raw[j] then results[child] = raw[j] end
+    end
+  end
+  return {id, token, spec, cjson.encode(results)}
+end
+
+local function context_json()
+  local ctx = redis.call('HGETALL', T .. ':ctx')
+  local ctx_map = {}
+  for i = 1, #ctx, 2 do ctx_map[ctx[i]] = ctx[i + 1] end
+  return cjson.encode(ctx_map)
+end

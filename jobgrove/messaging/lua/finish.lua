@@ -1,8 +1,12 @@
 -- Record the outcome of RUNNING job ARGV[5], run token ARGV[6]: ARGV[7] SUCCESS or
--- FAILED, summary ARGV[8], result JSON ARGV[9] ('' for none). A stale token or a job
+-- FAILED, summary ARGV[8], result JSON ARGV[9] ('' for none), reporting node ARGV[10],
+-- ARGV[11] a run token to claim the parent with, if it becomes runnable on the reporter
+-- ('' to never claim here). A stale token or a job
 -- no longer RUNNING changes nothing (a fenced-off late result). A job flagged for
--- abort ends ABORTED whatever it reports. Returns {verdict, final state}.
+-- abort ends ABORTED whatever it reports. Returns {verdict, final state[, node the
+-- parent became runnable on[, context JSON, then the parent's claim as claim.lua gives]]}.
 local id, token, outcome, summary, result = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local reporter, claim_token = ARGV[10], ARGV[11]
 local st = redis.call('HGET', T .. ':state', id)
 if st ~= 'RUNNING' or redis.call('HGET', T .. ':token', id) ~= token then
   return {'stale', st or ''}
@@ -28,9 +32,19 @@ if parent then
   if left <= 0 and redis.call('HGET', T .. ':state', parent) == 'NEW' then
     local pnode = redis.call('HGET', T .. ':node', parent)
     redis.call('HSET', T .. ':state', parent, 'WAITING')
-    redis.call('RPUSH', T .. ':ready:' .. pnode, parent)
     publish_status(parent, 'WAITING')
-    redis.call('PUBLISH', CH .. 'node:' .. pnode, cjson.encode({t = 'ready', root = ROOT}))
+    if pnode == reporter and claim_token ~= '' then
+      -- The reporting node has the slot this job just freed: it runs the parent now,
+      -- saving a claim round trip per level of the tree.
+      local claimed = claim_one(parent, pnode, claim_token)
+      check_done()
+      return {'ok', 'SUCCESS', pnode, context_json(), unpack(claimed)}
+    end
+    redis.call('RPUSH', T .. ':ready:' .. pnode, parent)
+    -- The reporting node claims its own parent at once (see ready_on); others need a hint.
+    if pnode ~= reporter then
+      redis.call('PUBLISH', CH .. 'node:' .. pnode, cjson.encode({t = 'ready', root = ROOT}))
+    end
     ready_on = pnode
   end
 end
