@@ -6,25 +6,24 @@ are checked to be UUIDs first, so no client-supplied text ever becomes a path.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
+import re
 import threading
-import uuid
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: Called with (job id, file size after the write) whenever a log grows.
 GrowthListener = Callable[[str, int], None]
 
 
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def is_job_id(value: object) -> bool:
-    """True for a canonical UUID string (the only shape a job id takes)."""
-    if not isinstance(value, str) or len(value) != 36:
-        return False
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
+    """True for a canonical (lower-case) UUID string, the only shape a job id takes."""
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
 def log_path(log_dir: str | os.PathLike[str], job_id: str) -> Path:
@@ -33,9 +32,18 @@ def log_path(log_dir: str | os.PathLike[str], job_id: str) -> Path:
     return Path(log_dir) / job_id[:2] / f"{job_id[2:]}.log"
 
 
+_second: list[Any] = [None, ""]  # (whole second, its formatted prefix), cached
+
+
 def _stamp() -> str:
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    """UTC timestamp with milliseconds, e.g. 2026-11-29T14:25:14.123Z."""
+    now = time.time()
+    whole = int(now)
+    cached = _second
+    if cached[0] != whole:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+        cached[0] = whole
+    return f"{cached[1]}{int((now - whole) * 1000):03d}Z"
 
 
 _known_dirs: set[Path] = set()
