@@ -19,7 +19,7 @@ from jobgrove.actors.messages import Hint, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
-from jobgrove.core.spec import MAX_NAME
+from jobgrove.core.spec import MAX_NAME, check_node_name
 from jobgrove.errors import JobgroveError, StoreUnavailableError
 from jobgrove.joblog import GrowthListener
 from jobgrove.jobs import kind_class, kind_names
@@ -58,7 +58,7 @@ class Node:
                  advertise: str | None = None, secret: bytes | None = None,
                  allowed_origins: tuple[str, ...] = ()) -> None:
         if not isinstance(name, str) or not name or len(name) > MAX_NAME \
-                or not name.isprintable() or any(c in name for c in " /{}"):
+                or not name.isprintable() or check_node_name(name):
             raise JobgroveError(f"invalid node name {name!r}: 1 to {MAX_NAME} printable "
                                 "characters, no spaces, '/', '{' or '}'")
         if not isinstance(concurrency, int) or concurrency < 1:

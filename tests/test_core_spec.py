@@ -246,19 +246,6 @@ def test_real_limits_are_documented() -> None:
     assert re.search(rf"\b{MAX_DEPTH}\b", text), "MAX_DEPTH is not documented"
 
 
-def test_nothing_partial_on_late_error(kinds: dict[str, KindInfo]) -> None:
-    ids: list[str] = []
-
-    def new_id() -> str:
-        ids.append(str(uuid.uuid4()))
-        return ids[-1]
-
-    spec = with_change(["children", 1, "children", 0, "kind"], "nope")
-    with pytest.raises(SpecError):
-        parse_spec(spec, kinds, new_id=new_id)
-    assert ids  # validation ran into the tree, and raised rather than returning a part
-
-
 # -- valid specs --------------------------------------------------------------------
 def test_flatten_ids_order_and_inheritance(kinds: dict[str, KindInfo]) -> None:
     spec = {

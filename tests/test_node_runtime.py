@@ -133,6 +133,26 @@ class Stubborn(Job):
         return {"late": True}
 
 
+@job_kind("jgt-hooked")
+class Hooked(Job):
+    """Waits at its gate, ignoring the abort event; only its ``abort()`` hook frees it."""
+
+    def run(self, ctx: JobContext) -> Any:
+        REC.start(ctx)
+        try:
+            REC.gate(ctx.params["gate"]).wait(20)
+            if ctx.job_id in REC.aborted:
+                raise JobAbortedError("stopped by the abort hook")
+            return "done"
+        finally:
+            REC.end(ctx)
+
+    def abort(self, ctx: JobContext) -> None:
+        with REC.lock:
+            REC.aborted.add(ctx.job_id)
+        REC.open(ctx.params["gate"])
+
+
 @job_kind("jgt-bad-result")
 class BadResult(Job):
     def run(self, ctx: JobContext) -> Any:
@@ -444,6 +464,21 @@ def test_python_job_ignoring_abort_is_fenced(redis_url: str, nodes: Any) -> None
     assert node.running() == 0
     assert client.job(stubborn) == fenced
     assert client.store.results(root, [stubborn]) == {}
+
+
+def test_abort_hook_of_a_running_job_is_called(redis_url: str, nodes: Any) -> None:
+    nodes("n1", redis_url, abort_grace=5.0)
+    client = Client(redis_url)
+    root, ids = submit(client, step("root", step("H", kind="jgt-hooked",
+                                                 gate=uuid.uuid4().hex)))
+    wait_for(lambda: ids["H"] in REC.started, timeout=5, what="H running")
+    asked = time.time()
+    client.abort(root)
+    job = client.wait(root, timeout=10)["children"][0]
+    assert REC.aborted == {ids["H"]}
+    assert (job["state"], job["cause"]) == ("ABORTED", root)
+    assert "stopped by the abort hook" in job["summary"]
+    assert job["finished"] - asked < 2.0  # stopped by the hook, not fenced
 
 
 def test_result_that_is_not_json_fails_the_job(redis_url: str, nodes: Any) -> None:

@@ -23,7 +23,7 @@ from jobgrove.core.states import FINISHED, State
 from jobgrove.jobs import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.listing import list_trees
-from jobgrove.messaging.store import Store
+from jobgrove.messaging.store import Finish, Store
 
 NODES = ("n1", "n2")
 
@@ -147,15 +147,48 @@ def test_random_operations_agree_with_model(backend: Any, seed: int) -> None:
                     assert model.start(claim.id)
                     tokens[claim.id] = claim.token
                 what: Any = ("claim", node, want)
-            elif op < 0.75 and running:
+            elif op < 0.6 and running:
                 job_id = rng.choice(running)
                 ok = rng.random() < 0.9
-                outcome = store.finish(root, job_id, tokens[job_id], ok, "done")
+                outcome = store.finish(root, job_id, tokens[job_id], ok, "done",
+                                       {"by": job_id})
                 expected = model.finish(job_id, ok)
                 assert outcome.verdict == "ok"
                 assert outcome.state == expected.value
+                assert outcome.claimed is None
                 old_tokens[job_id] = tokens.pop(job_id)
                 what = ("finish", job_id, ok)
+            elif op < 0.75 and running:
+                # Several outcomes in one round trip, each reported by a node that may
+                # claim the parent in the same step when it becomes runnable there.
+                batch = rng.sample(running, rng.randint(1, len(running)))
+                items = [Finish(root, j, tokens[j], rng.random() < 0.9, "done", {"by": j},
+                                reporter=rng.choice(NODES), claim=rng.random() < 0.7)
+                         for j in batch]
+                outcomes = store.finish_many(items)
+                assert len(outcomes) == len(items)
+                for item, outcome in zip(items, outcomes):
+                    parent = model.jobs[item.job_id].spec.parent
+                    was_new = parent is not None and model.state(parent) is State.NEW
+                    expected = model.finish(item.job_id, item.ok)
+                    assert (outcome.verdict, outcome.state) == ("ok", expected.value)
+                    old_tokens[item.job_id] = tokens.pop(item.job_id)
+                    woke = was_new and model.state(parent) is State.WAITING
+                    pnode = model.jobs[parent].spec.node if woke else None
+                    assert outcome.ready_on == pnode
+                    if woke and item.claim and pnode == item.reporter:
+                        claimed = outcome.claimed
+                        assert claimed is not None and claimed.id == parent
+                        assert claimed.id not in claimed_ever, "a job was claimed twice"
+                        claimed_ever.add(claimed.id)
+                        assert model.start(parent)
+                        tokens[parent] = claimed.token
+                        assert claimed.results == {
+                            c: {"by": c} for c in model.jobs[parent].spec.children}
+                        assert claimed.context == store.context(root)
+                    else:
+                        assert outcome.claimed is None
+                what = ("finish_many", [(i.job_id, i.ok, i.reporter, i.claim) for i in items])
             elif op < 0.85 and (running or old_tokens):
                 # A stale token changes nothing: a wrong one, or one of a finished run.
                 if running and (not old_tokens or rng.random() < 0.5):
@@ -191,7 +224,7 @@ def test_random_operations_agree_with_model(backend: Any, seed: int) -> None:
                     claimed_ever.add(claim.id)
                     tokens[claim.id] = claim.token
             for job_id in sorted(i for i, j in model.jobs.items() if j.state is State.RUNNING):
-                store.finish(root, job_id, tokens.pop(job_id), True)
+                store.finish(root, job_id, tokens.pop(job_id), True, "", {"by": job_id})
                 model.finish(job_id, True)
             check_agrees(store, root, model, "drain")
         assert model.state(root) in FINISHED
@@ -359,6 +392,56 @@ def test_reap_of_flagged_jobs_ends_them_aborted(backend: Any) -> None:
     status = store.job_status(claim.id)
     assert (status["state"], status["cause"]) == ("ABORTED", root)
     assert store.tree_finished(root)
+
+
+def test_node_hints_are_published(backend: Any) -> None:
+    """Nodes learn of runnable jobs, aborts and finished trees through pub/sub hints."""
+    from tests.helpers import wait_for
+
+    store = make_store(backend)
+    pubsub = store.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(*(store.keys.node_channel(n) for n in NODES))
+    got: list[tuple[str, dict[str, Any]]] = []
+
+    def hints(count: int) -> list[tuple[str, dict[str, Any]]]:
+        def enough() -> bool:
+            message = pubsub.get_message(timeout=0.05)
+            if message and message["type"] == "message":
+                got.append((message["channel"].rsplit(":", 1)[1], json.loads(message["data"])))
+            return len(got) >= count
+
+        wait_for(enough, timeout=5, what=f"{count} hints")
+        out = got[:count]
+        del got[:count]
+        return out
+
+    try:
+        root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [
+            {"kind": "noop", "node": "n2", "children": [{"kind": "noop", "node": "n1"}]},
+            {"kind": "noop"}]})
+        flat = store.tree_flat(root)
+        a, b = flat[root]["child_ids"]
+        (a1,) = flat[a]["child_ids"]
+        assert hints(1) == [("n1", {"t": "ready", "root": root})]  # its leaves are on n1
+        claims = {c.id: c for c in store.claim(root, "n1", 10)}
+        assert set(claims) == {a1, b}
+        # a1's parent runs on n2: n2 is told, whoever reports.
+        outcome = store.finish_many([Finish(root, a1, claims[a1].token, True,
+                                            reporter="n1", claim=True)])[0]
+        assert outcome.claimed is None and outcome.ready_on == "n2"
+        assert hints(1) == [("n2", {"t": "ready", "root": root})]
+        (claim_a,) = store.claim(root, "n2", 10)
+        store.finish(root, b, claims[b].token, True)
+        store.finish(root, a, claim_a.token, True)  # root (n1) runnable: n1 is told
+        assert hints(1) == [("n1", {"t": "ready", "root": root})]
+        store.abort(root)
+        abort_hints = hints(2)
+        assert sorted(abort_hints) == [("n1", {"t": "abort", "root": root, "cause": root}),
+                                       ("n2", {"t": "abort", "root": root, "cause": root})]
+        assert sorted(hints(2)) == [("n1", {"t": "done", "root": root}),
+                                    ("n2", {"t": "done", "root": root})]
+    finally:
+        pubsub.close()
 
 
 # -- unknown ids, bad input ---------------------------------------------------------------

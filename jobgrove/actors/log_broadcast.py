@@ -64,12 +64,6 @@ class Subscribe:
 
 
 @dataclasses.dataclass(frozen=True)
-class Unsubscribe:
-    conn: Connection
-    job: str
-
-
-@dataclasses.dataclass(frozen=True)
 class Watch:
     conn: Connection
     root: str
@@ -77,19 +71,13 @@ class Watch:
 
 
 @dataclasses.dataclass(frozen=True)
-class Unwatch:
+class ConnEvent:
+    """``kind``: 'unsubscribe' (``arg`` a job), 'unwatch' (``arg`` a root), 'closed'
+    (the viewer is gone) or 'drained' (its send queue has room again)."""
+
+    kind: str
     conn: Connection
-    root: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Closed:
-    conn: Connection
-
-
-@dataclasses.dataclass(frozen=True)
-class Drained:
-    conn: Connection
+    arg: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,12 +106,10 @@ class States:
 
 @dataclasses.dataclass(frozen=True)
 class Tick:
-    pass
+    """Every second; ``resync``: the pub/sub listener (re)subscribed, so events may
+    have been missed."""
 
-
-@dataclasses.dataclass(frozen=True)
-class Resync:
-    """The pub/sub listener (re)subscribed: events may have been missed."""
+    resync: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,8 +295,28 @@ class LogBroadcast(pykka.ThreadingActor):
                                                 path, feed.gen)
         return feed
 
-    def _on_unsubscribe(self, msg: Unsubscribe) -> None:
-        self._drop_sub(msg.conn.id, msg.job)
+    def _on_connevent(self, msg: ConnEvent) -> None:
+        cid = msg.conn.id
+        if msg.kind == "unsubscribe":
+            self._drop_sub(cid, msg.arg)
+        elif msg.kind == "drained":
+            for job in list(self.by_conn.get(cid, ())):
+                if job in self.feeds:
+                    self._pump(self.feeds[job])
+        elif msg.kind == "closed":
+            for job in list(self.by_conn.pop(cid, ())):
+                self._drop_sub(cid, job)
+            for root in list(self.watches):
+                self._unwatch(cid, root)
+        elif msg.kind == "unwatch":
+            self._unwatch(cid, msg.arg)
+
+    def _unwatch(self, cid: int, root: str) -> None:
+        watchers = self.watches.get(root, {})
+        if watchers.pop(cid, None) is not None:
+            self._ref(root, -1)
+        if not watchers:
+            self.watches.pop(root, None)
 
     def _drop_sub(self, cid: int, job: str) -> None:
         self.by_conn.get(cid, set()).discard(job)
@@ -327,21 +333,6 @@ class LogBroadcast(pykka.ThreadingActor):
         del self.feeds[feed.job]
         self._ref(feed.root, -1)
         self.gate.interesting = frozenset(j for j, f in self.feeds.items() if f.local)
-
-    def _on_closed(self, msg: Closed) -> None:
-        for job in list(self.by_conn.pop(msg.conn.id, ())):
-            self._drop_sub(msg.conn.id, job)
-        for root in list(self.watches):
-            if self.watches[root].pop(msg.conn.id, None) is not None:
-                self._ref(root, -1)
-                if not self.watches[root]:
-                    del self.watches[root]
-
-    def _on_drained(self, msg: Drained) -> None:
-        for job in list(self.by_conn.get(msg.conn.id, ())):
-            feed = self.feeds.get(job)
-            if feed is not None:
-                self._pump(feed)
 
     def _on_growth(self, msg: Growth) -> None:
         size = self.gate.take(msg.job)
@@ -449,7 +440,10 @@ class LogBroadcast(pykka.ThreadingActor):
             for conn, _ in self.watches.get(msg.root, {}).values():
                 conn.push(frame)
 
-    def _on_tick(self, _msg: Tick) -> None:
+    def _on_tick(self, msg: Tick) -> None:
+        if msg.resync:
+            for root in self.watches:
+                self.lookup("snapshot", root)
         now = time.monotonic()
         for feed in list(self.feeds.values()):
             if not feed.subs and feed.idle_since is not None and now - feed.idle_since > LINGER:
@@ -457,11 +451,6 @@ class LogBroadcast(pykka.ThreadingActor):
         pending = [j for j, f in self.feeds.items() if f.subs and f.state not in FINISHED]
         if pending:
             self.lookup("states", pending)
-
-    def _on_resync(self, _msg: Any) -> None:
-        for root in self.watches:
-            self.lookup("snapshot", root)
-        self._on_tick(Tick())
 
     # -- watches --------------------------------------------------------------------------
     def _on_watch(self, msg: Watch) -> None:
@@ -474,13 +463,6 @@ class LogBroadcast(pykka.ThreadingActor):
         msg.conn.push(wire.tree_frame(msg.status), force=True)
         # The pub/sub subscription may not be active yet: a second read closes the gap.
         self.lookup("settle", msg.root)
-
-    def _on_unwatch(self, msg: Unwatch) -> None:
-        watchers = self.watches.get(msg.root, {})
-        if watchers.pop(msg.conn.id, None) is not None:
-            self._ref(msg.root, -1)
-        if not watchers:
-            self.watches.pop(msg.root, None)
 
     def _on_snapshot(self, msg: Snapshot) -> None:
         fresh = _flat_states(msg.status)

@@ -193,8 +193,11 @@ class NodeActor(pykka.ThreadingActor):
             if ref is not None:
                 ref.tell(AbortCheck())
             self._undo(hint.root)
-        elif hint.kind == "done" and hint.root not in self.busy:
-            self._store_call("forget", lambda: self.store.forget_node_tree(self.name, hint.root))
+        elif hint.kind == "done":
+            self._undo(hint.root)  # the abort hint may have been lost
+            if hint.root not in self.busy:
+                self._store_call("forget", lambda: self.store.forget_node_tree(
+                    self.name, hint.root))
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -291,6 +294,10 @@ class NodeActor(pykka.ThreadingActor):
         if found is None:
             return
         for root, (finished, aborting) in found.items():
+            if aborting:
+                # Even when the tree is done: this node may have missed the abort (down,
+                # or pub/sub lost it) and still owe undo hooks; claim_undo runs each once.
+                self._undo(root)
             if finished and root not in self.busy:
                 self._store_call("forget", lambda r=root: self.store.forget_node_tree(
                     self.name, r))
@@ -299,7 +306,6 @@ class NodeActor(pykka.ThreadingActor):
                 ref = self.supervisors.get(root)
                 if ref is not None:
                     ref.tell(AbortCheck())
-                self._undo(root)
             else:
                 self.dirty[root] = None
         self._flush()

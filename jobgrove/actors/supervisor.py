@@ -40,6 +40,7 @@ class _Running:
     job: Job
     ctx: JobContext
     abort_deadline: float | None = None
+    grace: float = 0.0
 
 
 class TreeSupervisor(pykka.ThreadingActor):
@@ -169,6 +170,7 @@ class TreeSupervisor(pykka.ThreadingActor):
         if isinstance(shell_grace, (int, float)) and not isinstance(shell_grace, bool):
             grace = max(grace, float(shell_grace) + 2.0)
         current.abort_deadline = time.monotonic() + grace
+        current.grace = grace
         current.ctx.log.info(f"abort requested: {why}")
         current.ctx.abort_event.set()
         try:
@@ -181,7 +183,7 @@ class TreeSupervisor(pykka.ThreadingActor):
         for job_id, current in list(self.running.items()):
             if current.abort_deadline is not None and now >= current.abort_deadline:
                 del self.running[job_id]
-                summary = (f"did not stop within {self.abort_grace:g}s of the abort request; "
+                summary = (f"did not stop within {current.grace:g}s of the abort request; "
                            "its late result will be discarded")
                 current.ctx.log.info(summary)
                 self.node.tell(Fence(self.root, job_id, current.token, summary))

@@ -144,6 +144,8 @@ class Upkeep:
         if not self.undo_kinds:
             return []
         k = self.store.keys
+        if not self.store.client.hexists(k.tree_key(root, "meta"), "abort_cause"):
+            return []
         flat = self.store.tree_flat(root)
         ids = [j["id"] for j in flat.values()
                if j["state"] == "SUCCESS" and j["node"] == self.name

@@ -21,6 +21,8 @@ MAX_JOBS = 200_000
 MAX_DEPTH = 256
 #: Longest title, node name and kind name, in characters.
 MAX_NAME = 200
+#: Characters a node name may not hold (they would break keys, channels and paths).
+NODE_NAME_FORBIDDEN = "/{}"
 TAG_KEYS = ("workspace", "application", "version", "instance", "node")
 _JOB_FIELDS = frozenset({"title", "kind", "node", "params", "tags", "children"})
 
@@ -64,9 +66,38 @@ def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
+def _check_json(path: str, value: Any) -> None:
+    """Refuse anything JSON cannot carry faithfully (sets, bytes, NaN, non-string keys)."""
+    stack = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if item is None or isinstance(item, (bool, int, str)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise SpecError(where, "must be a finite number")
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                if not isinstance(key, str):
+                    raise SpecError(where, f"object keys must be strings, got {key!r}")
+                stack.append((f"{where}.{key}", v))
+        else:
+            raise SpecError(where, f"not a JSON value ({type(item).__name__})")
+
+
+def check_node_name(value: str) -> str | None:
+    """Why ``value`` cannot be a node name, or None. (Nodes and specs share this rule.)"""
+    if any(c in value for c in NODE_NAME_FORBIDDEN) or any(c.isspace() for c in value):
+        return "must not contain spaces, '/', '{' or '}'"
+    return None
+
+
 def _check_params(path: str, params: Any, kind: KindInfo) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise SpecError(path, f"must be an object, got {type(params).__name__}")
+    _check_json(path, params)
     if kind.params is None:
         return params
     known = {p.name: p for p in kind.params}
@@ -131,6 +162,9 @@ def parse_spec(
     tags = _check_tags("root.tags", spec["tags"]) if "tags" in spec else {}
     if default_node is not None:
         _check_name("--node", default_node, "a node name")
+        problem = check_node_name(default_node)
+        if problem:
+            raise SpecError("--node", f"node {problem}")
 
     jobs: list[JobSpec] = []
     root_id = new_id()
@@ -159,6 +193,9 @@ def parse_spec(
                             + ", ".join(sorted(kinds)) + ")")
         if "node" in item:
             node = _check_name(f"{path}.node", item["node"], "node")
+            problem = check_node_name(node)
+            if problem:
+                raise SpecError(f"{path}.node", f"node {problem}")
         elif inherited is not None:
             node = inherited
         else:

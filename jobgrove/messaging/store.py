@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -119,7 +118,7 @@ class Store:
 
     # -- scripts ---------------------------------------------------------------
     def _run(self, name: str, root: str, *args: Any) -> Any:
-        argv = [self.keys.tree(root), self.keys.channel_prefix, repr(time.time()), root, *args]
+        argv = [self.keys.tree(root), self.keys.channel_prefix, "", root, *args]
         return self._scripts[name](keys=[self.keys.tree_key(root, "meta")], args=argv)
 
     # -- writing a tree ----------------------------------------------------------
@@ -128,7 +127,8 @@ class Store:
         """Store a validated tree (all or nothing) and tell its nodes. Returns the root id."""
         root = jobs[0].id
         k = self.keys
-        now = time.time()
+        seconds, micros = self.client.time()  # the server's clock, as the scripts use
+        now = seconds + micros / 1e6
         pipe = self.client.pipeline(transaction=True)
 
         def hset_chunks(key: str, items: Iterable[tuple[str, Any]]) -> None:
@@ -310,7 +310,7 @@ class Store:
 
     def _finish_args(self, item: Finish) -> tuple[list[str], list[Any]]:
         encoded = "" if item.result is None else json.dumps(item.result)
-        argv = [self.keys.tree(item.root), self.keys.channel_prefix, repr(time.time()),
+        argv = [self.keys.tree(item.root), self.keys.channel_prefix, "",
                 item.root, item.job_id, item.token, "SUCCESS" if item.ok else "FAILED",
                 item.summary[:2000], encoded, item.reporter,
                 uuid.uuid4().hex if item.claim else ""]

@@ -1,10 +1,13 @@
 -- Shared prelude of every state-change script (jobgrove.messaging.scripts prepends it).
 -- KEYS[1] is the tree's meta key; every key used shares its hash tag {root}.
 -- ARGV[1] tree key prefix "ns:{root}", ARGV[2] channel prefix "ns:ch:",
--- ARGV[3] now (seconds, float as text), ARGV[4] root id; script arguments follow.
+-- ARGV[3] (unused, kept for the argument layout), ARGV[4] root id; script arguments follow.
 local T = ARGV[1]
 local CH = ARGV[2]
-local NOW = ARGV[3]
+-- Timestamps come from the Redis server's clock, so started/finished times order the
+-- way the changes happened, whatever the clocks of the nodes say.
+local server_time = redis.call('TIME')
+local NOW = server_time[1] .. '.' .. string.format('%06d', tonumber(server_time[2]))
 local ROOT = ARGV[4]
 
 local function opt(v)

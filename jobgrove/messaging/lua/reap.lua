@@ -1,25 +1,32 @@
--- Node ARGV[5] is lost (or restarted): each of its RUNNING jobs in this tree ends
--- FAILED with summary ARGV[6] (ABORTED if it was already asked to abort), and the tree
--- aborts by the usual rule. Running it twice changes nothing the second time.
+-- Node ARGV[5] is lost (or restarted, or stopped): its RUNNING jobs in this tree end.
+-- The first one not already asked to abort ends FAILED with summary ARGV[6] and aborts
+-- the tree by the usual rule; the others end ABORTED (cause: their abort's cause, or
+-- that first job). Running it twice changes nothing the second time.
 -- Returns the ids of the jobs it ended.
 local node, summary = ARGV[5], ARGV[6]
 local running = redis.call('HGETALL', T .. ':running')
-local ended = {}
-local first_failed = nil
+local mine = {}
 for i = 1, #running, 2 do
-  local id, on = running[i], running[i + 1]
-  if on == node then
-    redis.call('HSET', T .. ':summary', id, summary)
-    local abort_cause = redis.call('HGET', T .. ':abort', id)
-    if abort_cause then
-      finish_job(id, 'ABORTED', abort_cause)
-    else
-      finish_job(id, 'FAILED', nil)
-      first_failed = first_failed or id
-    end
-    ended[#ended + 1] = id
+  if running[i + 1] == node then mine[#mine + 1] = running[i] end
+end
+if #mine == 0 then return {} end
+local first_failed = nil
+for _, id in ipairs(mine) do
+  if not redis.call('HGET', T .. ':abort', id) then
+    first_failed = id
+    break
   end
 end
-if first_failed then abort_tree(first_failed) end
+if first_failed then
+  redis.call('HSET', T .. ':summary', first_failed, summary)
+  finish_job(first_failed, 'FAILED', nil)
+  abort_tree(first_failed)
+end
+for _, id in ipairs(mine) do
+  if id ~= first_failed then
+    redis.call('HSET', T .. ':summary', id, summary)
+    finish_job(id, 'ABORTED', redis.call('HGET', T .. ':abort', id) or first_failed)
+  end
+end
 check_done()
-return ended
+return mine
