@@ -1,0 +1,177 @@
+"""The command line, run as a real subprocess: exit codes, messages, --json outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobgrove import Client
+from tests.helpers import free_port
+
+
+def run(*args: str, redis: str | None = None, stdin: str | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    env.pop("JOBGROVE_REDIS_URL", None)
+    if redis is not None:
+        env["JOBGROVE_REDIS_URL"] = redis
+    return subprocess.run([sys.executable, "-m", "jobgrove", *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def keys(redis_url: str) -> list[str]:
+    return sorted(Client(redis_url).store.client.keys("*"))
+
+
+@pytest.fixture
+def node_n1(nodes: Any, redis_url: str) -> Any:
+    return nodes("n1", redis_url, concurrency=4)
+
+
+def write_spec(tmp_path: Path, spec: Any) -> str:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec) if not isinstance(spec, str) else spec)
+    return str(path)
+
+
+def test_submit_follow_success_and_failure_exit_codes(node_n1: Any, redis_url: str,
+                                                      tmp_path: Path) -> None:
+    ok = write_spec(tmp_path, {"kind": "noop", "node": "n1", "children": [
+        {"kind": "shell", "params": {"command": ["echo", "hello"]}}]})
+    result = run("submit", ok, "--follow", redis=redis_url)
+    assert result.returncode == 0, result.stderr
+    tree_id = result.stdout.splitlines()[0].strip()
+    assert Client(redis_url).status(tree_id)["state"] == "SUCCESS"
+    assert "SUCCESS" in result.stdout
+
+    bad = write_spec(tmp_path, {"kind": "noop", "node": "n1", "children": [{"kind": "fail"}]})
+    result = run("submit", bad, "--follow", "--json", redis=redis_url)
+    assert result.returncode == 1, result.stderr
+    status = json.loads(result.stdout)
+    assert status["state"] == "ABORTED"
+    assert status["children"][0]["state"] == "FAILED"
+
+
+def test_status_list_nodes_json_shapes(node_n1: Any, redis_url: str, tmp_path: Path) -> None:
+    client = Client(redis_url)
+    ids = [client.submit({"kind": "noop", "node": "n1", "title": f"t{i}",
+                          "tags": {"workspace": "w", "version": str(i)}}) for i in range(3)]
+    for tree_id in ids:
+        client.wait(tree_id, timeout=10)
+    result = run("status", ids[0], "--json", redis=redis_url)
+    assert result.returncode == 0
+    status = json.loads(result.stdout)
+    expected = {"id", "root", "parent", "node", "kind", "title", "state", "summary", "cause",
+                "created", "started", "finished", "tags", "children"}
+    assert expected <= set(status)
+    assert status["tags"] == {"workspace": "w", "version": "0"}
+
+    result = run("list", "--workspace", "w", "--json", "--limit", "2", redis=redis_url)
+    assert result.returncode == 0
+    listed = json.loads(result.stdout)
+    assert [t["id"] for t in listed] == [ids[2], ids[1]]
+    assert all("children" not in t for t in listed)
+    assert "next cursor" in result.stderr
+
+    result = run("nodes", "--json", redis=redis_url)
+    nodes = json.loads(result.stdout)
+    assert [n["name"] for n in nodes] == ["n1"]
+    assert {"name", "alive", "address", "running"} <= set(nodes[0])
+    assert nodes[0]["alive"] is True
+
+
+def test_abort_cli(node_n1: Any, redis_url: str) -> None:
+    client = Client(redis_url)
+    tree_id = client.submit({"kind": "noop", "node": "n1", "children": [
+        {"kind": "sleep", "params": {"seconds": 30}}]})
+    result = run("abort", tree_id, redis=redis_url)
+    assert result.returncode == 0, result.stderr
+    status = client.wait(tree_id, timeout=10)
+    assert status["state"] == "ABORTED" and status["cause"] == tree_id
+    assert status["children"][0]["state"] == "ABORTED"
+    again = run("abort", tree_id, redis=redis_url)
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.parametrize(("spec", "needle"), [
+    ("{not json", "not valid JSON"),
+    ({"kind": "nope", "node": "n1"}, "root.kind: unknown kind 'nope'"),
+    ({"node": "n1"}, "root.kind: missing"),
+    ({"kind": "sleep", "node": "n1", "params": {"seconds": "x"}}, "root.params.seconds"),
+    ({"kind": "noop", "node": "n1", "children": [{"kind": "noop", "tags": {}}]},
+     "root.children[0].tags: tags are allowed on the root only"),
+    ({"kind": "noop", "node": "n1", "tags": {"colour": "red"}}, "root.tags.colour"),
+    ({"kind": "noop", "node": 7}, "root.node: node must be a string"),
+    ({}, "empty tree"),
+    ([], "must be an object"),
+    ({"kind": "noop", "node": "ghost"}, "unknown node(s): ghost"),
+])
+def test_bad_specs_exit_2_and_write_nothing(node_n1: Any, redis_url: str, tmp_path: Path,
+                                            spec: Any, needle: str) -> None:
+    before = keys(redis_url)
+    result = run("submit", write_spec(tmp_path, spec), redis=redis_url)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert keys(redis_url) == before
+
+
+def test_allow_unknown_node(node_n1: Any, redis_url: str, tmp_path: Path) -> None:
+    path = write_spec(tmp_path, {"kind": "noop", "node": "later"})
+    assert run("submit", path, redis=redis_url).returncode == 2
+    result = run("submit", path, "--allow-unknown-node", "--json", redis=redis_url)
+    assert result.returncode == 0, result.stderr
+    tree_id = json.loads(result.stdout)["id"]
+    assert Client(redis_url).status(tree_id)["state"] == "WAITING"
+
+
+@pytest.mark.parametrize("args", [
+    ("status", "no-such-id"),
+    ("abort", "39d4f79d-2196-4d80-9cf8-fe18c4c27618"),
+    ("list", "--limit", "0"),
+    ("list", "--colour", "red"),
+    ("submit",),
+    ("node",),
+    ("frobnicate",),
+    ("submit", "/no/such/file.json"),
+])
+def test_malformed_cli_use_exits_2(redis_url: str, args: tuple[str, ...]) -> None:
+    before = keys(redis_url)
+    result = run(*args, redis=redis_url)
+    assert result.returncode == 2, (args, result.stdout, result.stderr)
+    assert result.stderr.strip(), "a message must say what is wrong"
+    assert "Traceback" not in result.stderr
+    assert keys(redis_url) == before
+
+
+def test_redis_unavailable_exits_3(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    path = write_spec(tmp_path, {"kind": "noop", "node": "n1"})
+    for args in (("submit", path), ("status", "x"), ("list",), ("nodes",),
+                 ("node", "--name", "n1", "--listen", "none")):
+        result = run(*args, redis=dead)
+        assert result.returncode == 3, (args, result.stderr)
+        assert "Redis unavailable" in result.stderr and dead in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_redis_flag_beats_environment(node_n1: Any, redis_url: str) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = run("nodes", "--json", "--redis", redis_url, redis=dead)
+    assert result.returncode == 0
+    assert json.loads(result.stdout)[0]["name"] == "n1"
+
+
+def test_demo_runs_embedded_without_redis() -> None:
+    env_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = run("demo", "--fast", redis=env_redis, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "deploy shop v3" in result.stdout
+    assert "never started: " in result.stdout
+    assert "exit code 3" in result.stdout  # the failing shell job's summary

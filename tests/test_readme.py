@@ -1,0 +1,44 @@
+"""The README's two commands, from a fresh clone in a new virtualenv (slow: it installs
+the package and its dependencies from the package index)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"^(bash scripts/\w+)", text, flags=re.MULTILINE)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_readme_commands_work_from_a_fresh_clone(tmp_path: Path) -> None:
+    commands = readme_commands()
+    assert commands[:2] == ["bash scripts/demo", "bash scripts/test"], commands
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTEST"))}
+    env.pop("JOBGROVE_REDIS_URL", None)
+
+    demo = subprocess.run(commands[0].split() + ["--fast"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "deploy shop v3" in demo.stdout and "nightly batch" in demo.stdout
+    assert (clone / ".venv" / "bin" / "jobgrove").exists()
+
+    # The full suite would run this very test again: one quick module proves the setup.
+    tests = subprocess.run(commands[1].split() + ["tests/test_core_model.py"], cwd=clone,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+    assert re.search(r"\d+ passed", tests.stdout), tests.stdout[-2000:]
