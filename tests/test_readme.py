@@ -31,14 +31,14 @@ def test_readme_commands_work_from_a_fresh_clone(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTEST"))}
     env.pop("JOBGROVE_REDIS_URL", None)
 
-    demo = subprocess.run(commands[0].split() + ["--fast"], cwd=clone, env=env,
+    demo = subprocess.run([*commands[0].split(), "--fast"], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "deploy shop v3" in demo.stdout and "nightly batch" in demo.stdout
     assert (clone / ".venv" / "bin" / "jobgrove").exists()
 
     # The full suite would run this very test again: one quick module proves the setup.
-    tests = subprocess.run(commands[1].split() + ["tests/test_core_model.py"], cwd=clone,
+    tests = subprocess.run([*commands[1].split(), "tests/test_core_model.py"], cwd=clone,
                            env=env, capture_output=True, text=True, timeout=600)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
     assert re.search(r"\d+ passed", tests.stdout), tests.stdout[-2000:]
