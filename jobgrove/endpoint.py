@@ -69,7 +69,7 @@ class Endpoint:
 
     def __init__(self, *, node_name: str, store: Store, registry: Registry, log_dir: str,
                  listen: str, secret: bytes | None = None, allowed_origins: Any = (),
-                 running_count: Callable[[], int] | None = None,
+                 running_count: Callable[[], int | None] | None = None,
                  limits: Limits | None = None, max_relays: int = 64) -> None:
         self.node_name = node_name
         self.store = store
@@ -126,7 +126,7 @@ class Endpoint:
 
         def on_up() -> None:
             self.redis_ok = True
-            actor.tell(lb.Resync())
+            actor.tell(lb.Tick(resync=True))
 
         def on_down(_err: str) -> None:
             self.redis_ok = False
@@ -222,7 +222,8 @@ class Endpoint:
             return _refusal(404, "not_found", f"no such page: {request.path[:100]}")
         response = Response(200, (WEB_DIR / static[0]).read_bytes(), static[1])
         token = request.query.get("token")
-        if self.secret is not None and token and static[0] == "index.html":
+        if self.secret is not None and token and static[0] == "index.html" \
+                and _valid(self.secret, token):  # (it may not be what authenticated)
             age = max(0, auth.token_expiry(token) - int(time.time()))
             response.headers.append(("Set-Cookie", f"{auth.COOKIE}={token}; Path=/; "
                                      f"HttpOnly; SameSite=Strict; Max-Age={age}"))
@@ -232,7 +233,8 @@ class Endpoint:
         running: int | None = None
         if self.running_count is not None:
             try:
-                running = int(self.running_count())
+                count = self.running_count()
+                running = None if count is None else int(count)
             except Exception:  # a busy or stopping node: report what is known
                 running = None
         return {"node": self.node_name, "redis": "ok" if self.redis_ok else "unavailable",
@@ -257,10 +259,10 @@ class Endpoint:
 
     def closed(self, conn: Connection) -> None:
         self._sessions.pop(conn.id, None)
-        self._tell(lb.Closed(conn))
+        self._tell(lb.ConnEvent("closed", conn))
 
     def drained(self, conn: Connection) -> None:
-        self._tell(lb.Drained(conn))
+        self._tell(lb.ConnEvent("drained", conn))
 
     def _tell(self, message: Any) -> None:
         if self.actor is not None:
@@ -275,7 +277,7 @@ class Endpoint:
                 self._subscribe(conn, request, session["subs"])
             elif isinstance(request, wire.Unsubscribe):
                 session["subs"].discard(request.job)
-                self._tell(lb.Unsubscribe(conn, request.job))
+                self._tell(lb.ConnEvent("unsubscribe", conn, request.job))
             elif isinstance(request, wire.Watch):
                 if request.tree not in session["watches"] \
                         and len(session["watches"]) >= MAX_WATCHES:
@@ -287,7 +289,8 @@ class Endpoint:
             else:
                 session["watches"].discard(request.tree)
                 with contextlib.suppress(JobgroveError):
-                    self._tell(lb.Unwatch(conn, self.store.resolve_root(request.tree)))
+                    self._tell(lb.ConnEvent("unwatch", conn,
+                                             self.store.resolve_root(request.tree)))
         except wire.WireError as exc:
             conn.push(exc.frame())
         except UnknownJobError as exc:
@@ -303,6 +306,14 @@ class Endpoint:
         subs.add(request.job)
         self._tell(lb.Subscribe(conn, request.job, request.offset, request.follow,
                                 status["root"], str(status["node"]), str(status["state"])))
+
+
+def _valid(secret: bytes, token: str) -> bool:
+    try:
+        auth.verify_token(secret, token)
+    except auth.AuthError:
+        return False
+    return True
 
 
 def _token_of(request: Request) -> str | None:

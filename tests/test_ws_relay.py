@@ -7,13 +7,20 @@ import io
 import json
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from jobgrove.messaging.ws_client import WsError, fetch_tree, stream_log
+from jobgrove.messaging.ws_client import (
+    WsError,
+    fetch_tree,
+    print_log,
+    stream_log,
+    tail_reader,
+)
 from tests.helpers import free_port, wait_for
 from tests.test_ws_wire import UUID, Cluster, cluster_of, recv_json, until
 
@@ -178,8 +185,44 @@ def test_cli_stream_log_and_fetch_tree(cluster: Cluster) -> None:
     assert time.monotonic() - start < 5
 
 
+def test_cli_print_log_and_tails_find_a_node_in_the_registry(cluster: Cluster) -> None:
+    cluster.add("a")
+    cluster.add("b")
+    job = cluster.shell("b", "echo hello; sleep 0.5; echo bye")
+    tails = tail_reader(cluster.client)
+    try:
+        wait_for(lambda: "Z hello" in (tails(job, 4096) or ""), timeout=10, what="tail")
+    finally:
+        tails.close()
+    out = io.StringIO()
+    assert print_log(cluster.client, job, follow=True, out=out) == "SUCCESS"
+    assert out.getvalue().encode() == cluster.log_bytes("b", job)
+    with pytest.raises(KeyError):
+        print_log(cluster.client, UUID, out=io.StringIO())
+
+
 def _log_or_empty(cluster: Cluster, job: str) -> bytes:
     try:
         return cluster.log_bytes("b", job)
     except FileNotFoundError:
         return b""
+
+
+def test_nodes_with_their_own_endpoints(redis_url: str, log_dir: str) -> None:
+    """The same through Node(listen=...), the way `jobgrove node --listen` runs."""
+    from jobgrove import Client, Node
+
+    a = Node("a", redis=redis_url, log_dir=f"{log_dir}/a", listen="127.0.0.1:0").start()
+    b = Node("b", redis=redis_url, log_dir=f"{log_dir}/b", listen="127.0.0.1:0").start()
+    try:
+        client = Client(redis_url)
+        job = client.submit({"kind": "shell", "node": "b",
+                             "params": {"command": ["sh", "-c", SLOW_LINES]}})
+        out = io.StringIO()
+        assert stream_log(str(a.address), job, follow=True, out=out) == "SUCCESS"
+        assert "line 30" in out.getvalue()
+        health = json.loads(urllib.request.urlopen(f"http://{b.address}/health").read())
+        assert health == {"node": "b", "redis": "ok", "running": 0}
+    finally:
+        a.stop(graceful=False)
+        b.stop(graceful=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -33,7 +34,7 @@ class WsError(JobgroveError):
         self.code = code
 
 
-def ws_url(address: str, token: str | None = None) -> str:
+def ws_url(address: str) -> str:
     """``ws://host:port/ws`` for a node address (``host:port``, or a ws:// URL)."""
     if address.startswith(("ws://", "wss://")):
         return address
@@ -176,6 +177,97 @@ def fetch_tree(address: str, tree_id: str, token: str | None = None,
             if frame.get("type") == "error":
                 _raise_for(frame, tree_id)
     raise WsError("unavailable", f"no answer from {address} within {timeout}s")
+
+
+def pick_address(client: Any, job_id: str | None = None) -> str:
+    """A reachable node endpoint: the job's own node first (no relay), else any live
+    node with an address. ``client`` is a ``jobgrove.Client``."""
+    preferred = client.job(job_id)["node"] if job_id else None
+    nodes = [n for n in client.nodes() if n.get("alive") and n.get("address")]
+    nodes.sort(key=lambda n: n["name"] != preferred)
+    for node in nodes:
+        try:
+            _probe(str(node["address"]), 2.0)
+        except (OSError, ValueError):
+            continue
+        return str(node["address"])
+    raise WsError("unavailable", "no node endpoint is reachable (start nodes with --listen, "
+                  "or pass --via HOST:PORT)")
+
+
+def print_log(client: Any, job_id: str, follow: bool = False, via: str | None = None,
+              token: str | None = None, out: TextIO | None = None) -> str:
+    """``jobgrove logs ID [-f]``: the job's log through ``via`` or a node found in the
+    registry (any node serves any job's log). Returns the job's state."""
+    return stream_log(via or pick_address(client, job_id), job_id, follow=follow, out=out,
+                      token=token)
+
+
+class Tails:
+    """The end of running jobs' logs for ``submit --follow``: one websocket, one
+    subscription per job asked for, the last bytes of each kept in memory."""
+
+    KEEP = 16 * 1024
+
+    def __init__(self, client: Any, token: str | None = None) -> None:
+        self.client = client
+        self.token = token or os.environ.get("JOBGROVE_TOKEN")
+        self._session: Session | None = None
+        self._retry_at = 0.0
+        self._logs: dict[str, bytearray] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, job_id: str, max_bytes: int) -> str | None:
+        session = self._connect()
+        if session is None:
+            return None
+        with self._lock:
+            if job_id not in self._logs:
+                self._logs[job_id] = bytearray()
+                try:
+                    session.send({"type": "subscribe", "job": job_id, "offset": 0})
+                except WsError:
+                    return None
+            data = bytes(self._logs[job_id][-max_bytes:])
+        return data.decode("utf-8", "replace") or None
+
+    def _connect(self) -> Session | None:
+        if self._session is not None or time.monotonic() < self._retry_at:
+            return self._session
+        try:
+            self._session = Session(pick_address(self.client), self.token)
+        except JobgroveError:
+            self._retry_at = time.monotonic() + 2.0
+            return None
+        self._logs.clear()
+        self._thread = threading.Thread(target=self._read, args=(self._session,),
+                                        daemon=True, name="jg-tails")
+        self._thread.start()
+        return self._session
+
+    def _read(self, session: Session) -> None:
+        while self._session is session:
+            try:
+                frame = session.receive(timeout=0.5)
+            except WsError:
+                self._session = None  # reconnect (and resubscribe) on next use
+                return
+            if frame is not None and frame.get("type") == "log":
+                with self._lock:
+                    buf = self._logs.get(str(frame.get("job")))
+                    if buf is not None:
+                        buf += str(frame.get("data", "")).encode("utf-8")
+                        del buf[:-self.KEEP]
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+
+def tail_reader(client: Any, token: str | None = None) -> Tails:
+    return Tails(client, token)
 
 
 class Upstream(threading.Thread):

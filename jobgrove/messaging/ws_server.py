@@ -27,24 +27,24 @@ import threading
 import time
 from collections import deque
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
 
 import simple_websocket
 
-from jobgrove.messaging.wire import MAX_MESSAGE_BYTES, close_frame
+from jobgrove.messaging.wire import (
+    MAX_MESSAGE_BYTES,
+    HttpError,
+    Request,
+    Response,
+    close_frame,
+    error_frame,
+    parse_request_head,
+)
 
 log = logging.getLogger(__name__)
 
 #: Close codes: 1001 server stopping, 1008 too slow (queue full or no progress).
 GOING_AWAY = 1001
 TOO_SLOW = 1008
-_REASONS = {200: "OK", 101: "Switching Protocols", 400: "Bad Request", 401: "Unauthorized",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Content Too Large", 426: "Upgrade Required",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
-
-
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_connections: int = 256
@@ -63,35 +63,6 @@ class Limits:
     send_buffer: int | None = None
 
 
-@dataclasses.dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    peer: str
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-@dataclasses.dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-
-    def encode(self, head_only: bool = False) -> bytes:
-        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Error')}",
-                 f"Content-Type: {self.content_type}", f"Content-Length: {len(self.body)}",
-                 "Connection: close", "Cache-Control: no-store",
-                 "X-Content-Type-Options: nosniff"]
-        lines += [f"{k}: {v}" for k, v in self.headers]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if head_only else head + self.body
-
-
 class Handler(Protocol):
     def check(self, request: Request, upgrade: bool) -> Response | None: ...
     def http(self, request: Request) -> Response: ...
@@ -99,12 +70,6 @@ class Handler(Protocol):
     def message(self, conn: Connection, data: str | bytes) -> None: ...
     def drained(self, conn: Connection) -> None: ...
     def closed(self, conn: Connection) -> None: ...
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _SockProxy:
@@ -266,10 +231,19 @@ class Connection:
     def _loop(self, handler: Handler) -> None:
         closing_since: float | None = None
         while True:
-            self._event.wait(0.1 if self._pending() else 5.0)
+            if self._pending():
+                self._writable(0.1)  # back as soon as the socket takes more
+            else:
+                self._event.wait(5.0)
+                # Output that appears after an idle spell starts its progress clock now.
+                self._last_progress = time.monotonic()
             self._event.clear()
             while self.ws.input_buffer and self._close_req is None:
-                handler.message(self, self.ws.input_buffer.pop(0))
+                try:
+                    handler.message(self, self.ws.input_buffer.pop(0))
+                except Exception:  # a bug must cost one request, not the connection
+                    log.exception("error handling a message from %s", self.peer)
+                    self.push(error_frame("unavailable", "internal error"))
             if not self._flush():
                 self.close_code = self.close_code or 1006
                 return
@@ -298,11 +272,9 @@ class Connection:
                     and (not self._pending() or now - self._last_progress > 1):
                 self.close_code = self.close_code or self.ws.close_reason
                 return
-            if self._pending():
-                if now - self._last_progress > self.limits.send_timeout:
-                    self._abort(TOO_SLOW, "no progress sending: viewer too slow")
-                    return
-                self._writable(0.1)
+            if self._pending() and now - self._last_progress > self.limits.send_timeout:
+                self._abort(TOO_SLOW, "no progress sending: viewer too slow")
+                return
 
 
 class WsServer:
@@ -399,7 +371,7 @@ class WsServer:
                 else:
                     response = self.handler.http(request)
                     sock.sendall(response.encode(head_only=request.method == "HEAD"))
-            except _HttpError as exc:
+            except HttpError as exc:
                 body = json.dumps({"type": "error", "message": str(exc), "code": (
                     "too_large" if exc.status in (413, 431) else "bad_request")}).encode()
                 with contextlib.suppress(OSError):
@@ -421,46 +393,22 @@ class WsServer:
         limit = self.limits.max_request_bytes
         while b"\r\n\r\n" not in buf:
             if len(buf) > limit:
-                raise _HttpError(431, f"request head larger than {limit} bytes")
+                raise HttpError(431, f"request head larger than {limit} bytes")
             chunk = sock.recv(4096)
             if not chunk:
                 raise OSError("client closed before sending a request")
             buf += chunk
-        head, _, leftover = buf.partition(b"\r\n\r\n")
-        if len(head) > limit:
-            raise _HttpError(431, f"request head larger than {limit} bytes")
-        try:
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ")
-        except ValueError:
-            raise _HttpError(400, "malformed request line") from None
-        if not version.startswith("HTTP/1."):
-            raise _HttpError(400, "only HTTP/1.x is served")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip() or len(headers) > 100:
-                raise _HttpError(400, "malformed header")
-            headers[name.lower()] = value.strip()
-        if method not in ("GET", "HEAD"):
-            raise _HttpError(405, "only GET and HEAD are served")
-        if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
-            raise _HttpError(413, "request bodies are not accepted")
-        parts = urlsplit(target)
-        if not target.startswith("/") or "\x00" in target:
-            raise _HttpError(400, "bad request target")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        return Request(method, parts.path, query, headers, peer), leftover
+        return parse_request_head(buf, limit, peer)
 
     def _upgrade(self, sock: socket.socket, request: Request, leftover: bytes,
                  cid: int) -> None:
         h = request.headers
         if "websocket" not in h.get("upgrade", "").lower() \
                 or "upgrade" not in h.get("connection", "").lower():
-            raise _HttpError(426, "this URL only serves websocket upgrades")
+            raise HttpError(426, "this URL only serves websocket upgrades")
         if h.get("sec-websocket-version") != "13" or not h.get("sec-websocket-key") \
                 or not h.get("host"):
-            raise _HttpError(400, "bad websocket handshake (version 13, key and Host needed)")
+            raise HttpError(400, "bad websocket handshake (version 13, key and Host needed)")
         sock.settimeout(None)
         conn = Connection(cid, sock, request, self.limits)
         # Compression is never negotiated: frames are encoded once for every viewer,
@@ -476,7 +424,7 @@ class WsServer:
                 max_message_size=self.limits.max_message_bytes,
                 thread_class=thread_class, event_class=lambda: conn._event)
         except simple_websocket.ConnectionError:
-            raise _HttpError(400, "bad websocket handshake") from None
+            raise HttpError(400, "bad websocket handshake") from None
         with self._lock:
             self.connections[cid] = conn
         try:
