@@ -229,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE", help="import MODULE to register job kinds (repeatable)")
     p.add_argument("--abort-grace", type=_positive_float, default=10.0, metavar="SECONDS")
-    p.add_argument("--lease", type=_positive_float, default=10.0, metavar="SECONDS")
+    p.add_argument("--lease", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="liveness lease; a node silent this long is lost (default 10)")
+    p.add_argument("--reconcile-interval", type=_positive_float, default=5.0,
+                   metavar="SECONDS", help="re-read Redis this often for missed hints "
+                                           "(default 5)")
     p.add_argument("--notify-command", metavar="CMD",
                    help="run CMD once when Redis becomes unavailable and once on recovery")
     p.add_argument("--secret-file", metavar="FILE", help="cluster secret (enables auth)")

@@ -55,7 +55,8 @@ def run_node(args: argparse.Namespace) -> int:
     notifier = CommandNotifier(args.notify_command)
     node = Node(args.name, redis=redis_url(args.redis), log_dir=args.log_dir,
                 concurrency=args.concurrency, abort_grace=args.abort_grace,
-                lease=args.lease, namespace=args.namespace, notifier=notifier,
+                lease=args.lease, reconcile_interval=args.reconcile_interval,
+                namespace=args.namespace, notifier=notifier,
                 listen=None if args.listen.lower() in ("", "none") else args.listen,
                 advertise=args.advertise, secret=secret,
                 allowed_origins=tuple(args.allow_origin))

@@ -92,7 +92,10 @@ class Node:
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "version": __version__,
                 "concurrency": self.concurrency, "started": time.time(),
-                "pid": os.getpid(), "host": socket.gethostname(), "kinds": kind_names()}
+                "pid": os.getpid(), "host": socket.gethostname(), "kinds": kind_names(),
+                # Lets a restart on this host take over the lease of a crashed process
+                # (compare-and-set); anyone who can read Redis can write it anyway.
+                "lease_token": self.token}
 
     def start(self) -> Node:
         """Register (refusing a name held by a live process), fail what a previous

@@ -1,11 +1,9 @@
 """The log-broadcast actor: fans job logs and tree status out to websocket viewers.
 
-Every log is served from a file at byte offsets: a local job's own log file, or for a
-job of another node a spool file that one upstream websocket per job (``Upstream``)
-mirrors from the owning node. Each viewer has its own offset and is fed only while its
-send queue has room (``Connection.room``), so a slow viewer just lags on its own and
-replays of any length cost no memory; chunks read at the same offset are encoded once
-and the same bytes queued to every viewer there.
+Every log is served from a file at byte offsets (a ``Feed``, see ``log_feeds``): a
+local job's own log file, or for a job of another node a spool file that one upstream
+websocket per job (``Upstream``) mirrors from the owning node. The actor owns the
+feeds, the viewers' subscriptions and tree watches, and the pub/sub channels they need.
 
 The actor never touches Redis (a Redis outage must not stall log delivery): callers
 resolve jobs first, and state checks go through the endpoint's lookup thread, which
@@ -14,12 +12,10 @@ tells the results back.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +23,14 @@ from typing import Any
 
 import pykka
 
+from jobgrove.actors.log_feeds import Feed, Growth, GrowthGate, Subscription
 from jobgrove.joblog import log_path
 from jobgrove.messaging import wire
 from jobgrove.messaging.ws_client import Upstream
-from jobgrove.messaging.ws_server import Connection
+from jobgrove.messaging.ws_connection import Connection
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
 #: A relayed feed with no viewers is kept this long, so a viewer that reconnects
 #: resumes from the spool instead of the owning node.
 LINGER = 5.0
@@ -81,11 +77,6 @@ class ConnEvent:
 
 
 @dataclasses.dataclass(frozen=True)
-class Growth:
-    job: str
-
-
-@dataclasses.dataclass(frozen=True)
 class TreeEvent:
     root: str
     event: dict[str, Any]
@@ -93,7 +84,8 @@ class TreeEvent:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """A fresh read of a watched tree (settling after a watch, or after a resync)."""
+    """A fresh read of a watched tree (once its channel is live after a watch, or
+    after a resync)."""
 
     root: str
     status: dict[str, Any]
@@ -124,88 +116,12 @@ class Relay:
     error: str = ""
 
 
-class GrowthGate:
-    """The ``on_log_growth`` side: called in job threads on every log write, it tells
-    the actor only about jobs someone watches, and coalesces bursts into one message."""
-
-    def __init__(self) -> None:
-        self.actor: pykka.ActorRef[Any] | None = None
-        self.interesting: frozenset[str] = frozenset()
-        self._sizes: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def notify(self, job: str, size: int) -> None:
-        if job not in self.interesting or self.actor is None:
-            return
-        with self._lock:
-            first = job not in self._sizes
-            self._sizes[job] = max(size, self._sizes.get(job, 0))
-        if first:
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.actor.tell(Growth(job))
-
-    def take(self, job: str) -> int:
-        with self._lock:
-            return self._sizes.pop(job, 0)
-
-
-@dataclasses.dataclass
-class _Sub:
-    conn: Connection
-    offset: int
-    follow: bool
-    live_sent: bool = False
-
-
-@dataclasses.dataclass
-class _Feed:
-    job: str
-    root: str
-    node: str
-    path: Path
-    local: bool
-    base: int = 0
-    end: int = 0
-    fd: int | None = None
-    final: str | None = None  # finished state, once every byte is known
-    final_end: int | None = None  # relay: the owner's final offset
-    live: bool = False  # relay: the upstream has caught up with the owner
-    state: str = ""
-    subs: dict[int, _Sub] = dataclasses.field(default_factory=dict)
-    upstream: Upstream | None = None
-    gen: int = 0
-    idle_since: float | None = None
-    error_sent: bool = False
-
-    def open(self) -> bool:
-        if self.fd is None:
-            try:
-                self.fd = os.open(self.path, os.O_RDONLY)
-            except FileNotFoundError:
-                return False
-        return True
-
-    def size_now(self) -> int:
-        return os.fstat(self.fd).st_size if self.open() and self.fd is not None else 0
-
-    def close(self) -> None:
-        if self.upstream is not None:
-            self.upstream.stop()
-            self.upstream = None
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if not self.local:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-
-
 class LogBroadcast(pykka.ThreadingActor):
     """Owns every viewer subscription and watch of one node endpoint."""
 
     def __init__(self, node_name: str, log_dir: str, spool_dir: str, gate: GrowthGate,
                  start_upstream: Callable[..., Upstream],
-                 channels: Callable[[str, bool], None],
+                 channels: Callable[[str, bool, Callable[[], None] | None], None],
                  lookup: Callable[[str, Any], None], max_relays: int = 64) -> None:
         super().__init__()
         self.node_name = node_name
@@ -213,10 +129,12 @@ class LogBroadcast(pykka.ThreadingActor):
         self.spool_dir = Path(spool_dir)
         self.gate = gate
         self.start_upstream = start_upstream
-        self.channels = channels  # (root, on) -> listener subscribe/unsubscribe
+        # (root, on, on_live) -> listener subscribe/unsubscribe; on_live is called in the
+        # listener's thread once the channel's subscription is sent (or at once if it was).
+        self.channels = channels
         self.lookup = lookup  # (what, arg) -> Redis read done elsewhere, told back
         self.max_relays = max_relays
-        self.feeds: dict[str, _Feed] = {}
+        self.feeds: dict[str, Feed] = {}
         self.watches: dict[str, dict[int, tuple[Connection, dict[str, str]]]] = {}
         self.by_conn: dict[int, set[str]] = {}
         self.refs: dict[str, int] = {}
@@ -242,18 +160,18 @@ class LogBroadcast(pykka.ThreadingActor):
         count = self.refs.get(root, 0) + delta
         if count > 0:
             if root not in self.refs:
-                self.channels(root, True)
+                self.channels(root, True, None)
             self.refs[root] = count
         elif root in self.refs:
             del self.refs[root]
-            self.channels(root, False)
+            self.channels(root, False, None)
 
     # -- subscriptions -----------------------------------------------------------------
     def _on_subscribe(self, msg: Subscribe) -> None:
         if msg.conn.closed:
             return
         feed = self.feeds.get(msg.job)
-        kept: dict[int, _Sub] = {}
+        kept: dict[int, Subscription] = {}
         if feed is not None and not feed.local and msg.offset < feed.base:
             # The mirror starts after this offset: mirror again from the earlier one.
             kept, feed.subs = feed.subs, {}
@@ -269,20 +187,20 @@ class LogBroadcast(pykka.ThreadingActor):
             feed = self._new_feed(msg, kept)
             feed.subs.update(kept)
         feed.idle_since = None
-        feed.subs[msg.conn.id] = _Sub(msg.conn, msg.offset, msg.follow)
+        feed.subs[msg.conn.id] = Subscription(msg.conn, msg.offset, msg.follow)
         self.by_conn.setdefault(msg.conn.id, set()).add(msg.job)
         if feed.local and feed.final is None:
             feed.end = max(feed.end, feed.size_now())
             if msg.state in FINISHED:
-                self._finish_local(feed, msg.state)
+                feed.finish_local(msg.state)
         self._pump(feed)
 
-    def _new_feed(self, msg: Subscribe, keep: dict[int, _Sub]) -> _Feed:
+    def _new_feed(self, msg: Subscribe, keep: dict[int, Subscription]) -> Feed:
         local = msg.node == self.node_name
         path = log_path(self.log_dir, msg.job) if local else \
             self.spool_dir / f"{msg.job}.{time.monotonic_ns()}.log"
-        feed = _Feed(msg.job, msg.root, msg.node, path, local, state=msg.state,
-                     gen=next(self._gens))
+        feed = Feed(msg.job, msg.root, msg.node, path, local, state=msg.state,
+                    gen=next(self._gens))
         self.feeds[msg.job] = feed
         self._ref(msg.root, 1)
         self.gate.interesting = frozenset(j for j, f in self.feeds.items() if f.local)
@@ -328,7 +246,7 @@ class LogBroadcast(pykka.ThreadingActor):
         else:
             feed.idle_since = time.monotonic()
 
-    def _close_feed(self, feed: _Feed) -> None:
+    def _close_feed(self, feed: Feed) -> None:
         feed.close()
         del self.feeds[feed.job]
         self._ref(feed.root, -1)
@@ -343,70 +261,14 @@ class LogBroadcast(pykka.ThreadingActor):
             self._pump(feed)
 
     # -- sending -------------------------------------------------------------------------
-    def _pump(self, feed: _Feed) -> None:
-        cache: dict[int, tuple[int, bytes]] = {}
-        for cid, sub in list(feed.subs.items()):
-            conn = sub.conn
-            while sub.offset < feed.end and feed.fd is not None:
-                if conn.room() <= 0:
-                    break
-                got = cache.get(sub.offset)
-                if got is None:
-                    got = self._read(feed, sub.offset)
-                    if got is None:
-                        break
-                    cache[sub.offset] = got
-                if not conn.push(got[1]):
-                    break
-                sub.offset += got[0]
-            if conn.closed:
-                continue
-            done = self._settle(feed, sub)
-            if done:
-                feed.subs.pop(cid, None)
-                self.by_conn.get(cid, set()).discard(feed.job)
+    def _pump(self, feed: Feed) -> None:
+        for cid in feed.pump():
+            self.by_conn.get(cid, set()).discard(feed.job)
         if not feed.subs:
             if feed.local:
                 self._close_feed(feed)
             elif feed.idle_since is None:
                 feed.idle_since = time.monotonic()
-
-    def _read(self, feed: _Feed, offset: int) -> tuple[int, bytes] | None:
-        assert feed.fd is not None
-        want = min(CHUNK, feed.end - offset)
-        data = os.pread(feed.fd, want, offset - feed.base)
-        if not data:
-            return None
-        if feed.final is None or offset + len(data) < feed.end:
-            # Never split a character; its remaining bytes come with the next write.
-            cut = wire.utf8_cut(data)
-            if cut == 0:
-                return None
-            data = data[:cut]
-        return len(data), wire.log_frame(feed.job, offset, data)
-
-    def _settle(self, feed: _Feed, sub: _Sub) -> bool:
-        """Send ``live``/``end`` once due; True when the subscription is over."""
-        caught_up = sub.offset >= feed.end
-        if caught_up and feed.final is not None:
-            sub.conn.push(wire.end_frame(feed.job, feed.final, feed.end))
-            return True
-        if caught_up and not sub.live_sent and (feed.local or feed.live):
-            sub.live_sent = True
-            sub.conn.push(wire.live_frame(feed.job, sub.offset, feed.state))
-            return not sub.follow
-        return False
-
-    def _finish_local(self, feed: _Feed, state: str) -> None:
-        # The job wrote its last line before its state changed, so the size is final.
-        feed.state = state
-        feed.end = max(feed.end, feed.size_now())
-        feed.final = state
-
-    def _error(self, feed: _Feed, code: str, message: str) -> None:
-        frame = wire.error_frame(code, message, job=feed.job)
-        for sub in feed.subs.values():
-            sub.conn.push(frame)
 
     # -- job states ----------------------------------------------------------------------
     def _job_state(self, job: str, state: str) -> None:
@@ -415,7 +277,7 @@ class LogBroadcast(pykka.ThreadingActor):
             return
         feed.state = state
         if feed.local and feed.final is None:
-            self._finish_local(feed, state)
+            feed.finish_local(state)
             self._pump(feed)
 
     def _on_states(self, msg: States) -> None:
@@ -461,8 +323,9 @@ class LogBroadcast(pykka.ThreadingActor):
             self._ref(msg.root, 1)
         watchers[msg.conn.id] = (msg.conn, _flat_states(msg.status))
         msg.conn.push(wire.tree_frame(msg.status), force=True)
-        # The pub/sub subscription may not be active yet: a second read closes the gap.
-        self.lookup("settle", msg.root)
+        # The tree's channel may not be subscribed yet: read the tree again once it is, so
+        # a change made in between (not seen on the channel) is in that read.
+        self.channels(msg.root, True, functools.partial(self.lookup, "snapshot", msg.root))
 
     def _on_snapshot(self, msg: Snapshot) -> None:
         fresh = _flat_states(msg.status)
@@ -498,7 +361,7 @@ class LogBroadcast(pykka.ThreadingActor):
             feed.live = False
             if msg.kind == "fatal" or not feed.error_sent:
                 feed.error_sent = True
-                self._error(feed, "unavailable", msg.error)
+                feed.error("unavailable", msg.error)
             if msg.kind == "fatal":
                 for cid in list(feed.subs):
                     self.by_conn.get(cid, set()).discard(feed.job)

@@ -75,6 +75,15 @@ class NodeActor(pykka.ThreadingActor):
 
     # -- message dispatch ------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
+        # An exception escaping a told message would stop this actor for good (pykka),
+        # leaving a process that holds no lease and runs nothing.
+        try:
+            self._receive(message)
+        except Exception:
+            log.exception("node %s: handling %s failed", self.name, type(message).__name__)
+        return None
+
+    def _receive(self, message: Any) -> None:
         if isinstance(message, JobDone | Fence):
             self._return_runner(message.job_id, retire=isinstance(message, Fence))
             self._released(message.root)
@@ -188,12 +197,18 @@ class NodeActor(pykka.ThreadingActor):
             self.dirty[hint.root] = None
             self._schedule_fill()
         elif hint.kind == "abort":
+            # Only a hint: act if Redis says the tree is aborting (a stale or bogus
+            # message must not abort a healthy tree).
+            if not self._store_call("abort check", lambda: self.store.aborting(hint.root)):
+                return
             self.dirty.pop(hint.root, None)
             ref = self.supervisors.get(hint.root)
             if ref is not None:
                 ref.tell(AbortCheck())
             self._undo(hint.root)
         elif hint.kind == "done":
+            if not self._store_call("done check", lambda: self.store.tree_finished(hint.root)):
+                return
             self._undo(hint.root)  # the abort hint may have been lost
             if hint.root not in self.busy:
                 self._store_call("forget", lambda: self.store.forget_node_tree(
@@ -208,9 +223,10 @@ class NodeActor(pykka.ThreadingActor):
             if now < self.retry_at:
                 return
             self.retry_at = now + 0.5
-            if self._store_call("ping", self.store.client.ping) is None:
+            # A write, not a ping: a Redis refusing writes (OOM, READONLY) answers pings.
+            if self._store_call("probe", lambda: self.upkeep.probe()) is None:
                 return
-            self._set_redis(True, "ping answered")
+            self._set_redis(True, "Redis answered")
             self._reconcile()
         self._store_call("upkeep", lambda: self.upkeep.tick(self.running_ids()))
         if self.outbox:

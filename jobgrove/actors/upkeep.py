@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 Notifier = Callable[[str, dict[str, Any]], None]
 
+#: Seconds Redis must stay reachable before a recovery is announced.
+RECOVERY_SETTLE = 1.0
+
 
 class Upkeep:
     def __init__(self, store: Store, registry: Registry, name: str, token: str,
@@ -42,6 +45,8 @@ class Upkeep:
         # after an outage, every node needs a chance to renew before anyone judges it.
         self._reap_after = time.monotonic() + lease * 1.5
         self._down_since: float | None = None
+        self._up_since: float | None = None
+        self._outage_notified = False
 
     # -- local running jobs ------------------------------------------------------------
     def started(self, job_id: str, root: str) -> None:
@@ -55,6 +60,7 @@ class Upkeep:
 
     # -- timers -------------------------------------------------------------------------
     def tick(self, running_ids: list[str]) -> None:
+        self._settle_recovery()
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self.heartbeat
@@ -70,19 +76,47 @@ class Upkeep:
                       "running jobs but its lease is gone", self.name)
         elif state == "retaken":
             log.warning("lease of node %r had expired; taken back", self.name)
+            self._lease_lapsed()
         self.registry.write_record(self.name, {**self.record, "running": running_ids})
 
+    def _lease_lapsed(self) -> None:
+        """Our own lease lapsed although we heartbeat: Redis stalled (a pause, a slow
+        save) or this process did. Every lease may have lapsed alike: reap nobody until
+        the others had the same grace as after an outage."""
+        self._reap_after = max(self._reap_after, time.monotonic() + self.lease * 1.5)
+
+    def probe(self) -> bool:
+        """True once Redis accepts writes again (renews the lease, as a heartbeat)."""
+        self.registry.renew(self.name, self.token, int(self.lease * 1000))
+        return True
+
     def redis_changed(self, ok: bool, detail: str) -> None:
+        """Track outages. The administrator hears of an outage at once, and of the
+        recovery once Redis has stayed reachable for RECOVERY_SETTLE: a connection that
+        flaps (pub/sub killed again and again) is one outage, not a storm of alerts."""
         now = time.monotonic()
         if ok:
-            down_for = None if self._down_since is None else now - self._down_since
-            self._down_since = None
             self._reap_after = now + self.lease * 1.5
             self._next_beat = 0.0
-            self._notify("redis_up", {"detail": detail, "down_seconds": down_for})
-        else:
+            self._up_since = now
+            return
+        self._up_since = None
+        if self._down_since is None:
             self._down_since = now
+        if not self._outage_notified:
+            self._outage_notified = True
             self._notify("redis_down", {"detail": detail})
+
+    def _settle_recovery(self) -> None:
+        if self._up_since is None or not self._outage_notified:
+            return
+        now = time.monotonic()
+        if now - self._up_since >= RECOVERY_SETTLE:
+            down_for = None if self._down_since is None else self._up_since - self._down_since
+            self._outage_notified = False
+            self._down_since = self._up_since = None
+            self._notify("redis_up", {"detail": "Redis reachable again",
+                                      "down_seconds": down_for})
 
     def _notify(self, event: str, details: dict[str, Any]) -> None:
         if self.notifier is None:
@@ -100,7 +134,13 @@ class Upkeep:
     def reap_lost_nodes(self) -> None:
         try:
             nodes = self.registry.nodes()
+            # Judge others only while our own lease is intact (the read above may have
+            # waited out a stall that let every lease lapse).
+            held = self.registry.renew(self.name, self.token, int(self.lease * 1000))
         except StoreUnavailableError:
+            return
+        if held != "held":
+            self._lease_lapsed()
             return
         for node in nodes:
             if node["alive"] or node["name"] == self.name or node.get("reaped"):
@@ -115,7 +155,8 @@ class Upkeep:
                 self.registry.write_record(node["name"], {**record, "reaped": True,
                                                           "running": []})
             if ended:
-                log.warning("node %s lost: failed its running jobs %s", node["name"], ended)
+                log.warning("node %s lost: ended its running jobs %s (the first FAILED, the "
+                            "rest ABORTED)", node["name"], ended)
 
     def _reap(self, node: str, summary: str) -> list[str]:
         ended: list[str] = []

@@ -27,6 +27,9 @@ def connect(url: str | None = None, *, socket_timeout: float = SOCKET_TIMEOUT) -
     return redis.Redis.from_url(
         redis_url(url),
         decode_responses=True,
+        # Bytes that are not UTF-8 (a stray publisher) become U+FFFD instead of an
+        # exception in the middle of a reply.
+        encoding_errors="replace",
         socket_timeout=socket_timeout,
         socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=10,

@@ -24,6 +24,13 @@ end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 2 end
 return 0
 """
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -36,6 +43,7 @@ class Registry:
         self.keys = keys or Keys()
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._take_over = client.register_script(_TAKE_OVER)
 
     @translate_errors
     def claim_name(self, name: str, token: str, lease_ms: int, record: dict[str, Any],
@@ -49,8 +57,11 @@ class Registry:
         lease_key = self.keys.lease(name)
         if not self.client.set(lease_key, token, nx=True, px=lease_ms):
             holder = self.record(name) or {}
-            if holder_is_dead is not None and holder_is_dead(holder):
-                self.client.set(lease_key, token, px=lease_ms)
+            old = holder.get("lease_token")
+            # Compare-and-set on the dead holder's token: of two processes starting at
+            # once, only one takes the name over.
+            if holder_is_dead is not None and isinstance(old, str) and holder_is_dead(holder) \
+                    and self._take_over(keys=[lease_key], args=[old, token, lease_ms]):
                 self.write_record(name, record)
                 return
             raise NodeNameInUseError(

@@ -23,6 +23,12 @@ from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.scripts import register_scripts
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Replies of a Redis that is there but cannot serve us now (out of memory, a replica
+#: after a failover, cannot persist, busy script, loading): handled like an outage.
+_UNAVAILABLE_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+                       redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
+                       redis.exceptions.MasterDownError)
+_UNAVAILABLE_CODES = ("BUSY", "LOADING", "MISCONF", "NOREPLICAS")
 _CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant command
 _PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
 
@@ -37,7 +43,7 @@ def translate_errors(fn: F) -> F:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
         except redis.ResponseError as exc:
-            if "BUSY" in str(exc) or "LOADING" in str(exc):
+            if isinstance(exc, _UNAVAILABLE_ERRORS) or str(exc).startswith(_UNAVAILABLE_CODES):
                 raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
             raise
 
@@ -249,6 +255,10 @@ class Store:
     @translate_errors
     def tree_finished(self, root: str) -> bool:
         return bool(self.client.hexists(self.keys.tree_key(root, "meta"), "finished"))
+
+    @translate_errors
+    def aborting(self, root: str) -> bool:
+        return bool(self.client.hexists(self.keys.tree_key(root, "meta"), "abort_cause"))
 
     @translate_errors
     def results(self, root: str, ids: Iterable[str]) -> dict[str, Any]:
