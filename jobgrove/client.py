@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from jobgrove.core.spec import parse_spec
-from jobgrove.errors import UnknownNodeError, WaitTimeoutError
+from jobgrove.errors import UnknownJobError, UnknownNodeError, WaitTimeoutError
 from jobgrove.jobs import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
@@ -68,7 +68,18 @@ class Client:
                           limit=limit, cursor=cursor)
 
     def nodes(self) -> list[dict[str, Any]]:
-        return self.registry.nodes()
+        """Every node that ever registered: ``alive``, ``address``, ``running`` (ids of
+        its RUNNING jobs: the heartbeat's list, less the jobs that finished since)."""
+        nodes = self.registry.nodes()
+        for node in nodes:
+            node["running"] = [j for j in node.get("running", []) if self._is_running(j)]
+        return nodes
+
+    def _is_running(self, job_id: Any) -> bool:
+        try:
+            return isinstance(job_id, str) and self.store.job_state(job_id) == "RUNNING"
+        except UnknownJobError:
+            return False
 
     @translate_errors
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -77,12 +88,12 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(self.keys.tree_channel(root))
+            pubsub.subscribe(self.keys.done_channel(root))
             check_at = 0.0
             while True:
                 now = time.monotonic()
-                # Re-read on a "done" hint, and at least every half second: hints may
-                # be lost, and re-reading on every status message would load Redis.
+                # Re-read on the "done" hint, and at least every half second: hints
+                # may be lost.
                 if now >= check_at:
                     if self.store.tree_finished(root):
                         break
@@ -90,8 +101,7 @@ class Client:
                 if deadline is not None and now >= deadline:
                     raise WaitTimeoutError(f"tree {root} not finished after {timeout}s")
                 wait = check_at - now if deadline is None else min(check_at, deadline) - now
-                message = pubsub.get_message(timeout=max(wait, 0.001))
-                if message is not None and '"done"' in str(message.get("data", "")):
+                if pubsub.get_message(timeout=max(wait, 0.001)) is not None:
                     check_at = 0.0
         finally:
             pubsub.close()

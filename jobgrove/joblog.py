@@ -27,9 +27,14 @@ def is_job_id(value: object) -> bool:
 
 
 def log_path(log_dir: str | os.PathLike[str], job_id: str) -> Path:
+    return Path(log_file(log_dir, job_id))
+
+
+def log_file(log_dir: str | os.PathLike[str], job_id: str) -> str:
+    """``<dir>/<id[:2]>/<id[2:]>.log``, for a job id only (never a client's path)."""
     if not is_job_id(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
-    return Path(log_dir) / job_id[:2] / f"{job_id[2:]}.log"
+    return os.path.join(log_dir, job_id[:2], f"{job_id[2:]}.log")
 
 
 _second: list[Any] = [None, ""]  # (whole second, its formatted prefix), cached
@@ -46,20 +51,22 @@ def _stamp() -> str:
     return f"{cached[1]}{int((now - whole) * 1000):03d}Z"
 
 
-_known_dirs: set[Path] = set()
+_known_dirs: set[str] = set()
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 
-def _open_append(path: Path) -> int:
+def _open_append(path: str) -> int:
     """An O_APPEND descriptor: every write lands whole at the end, even across processes."""
-    if path.parent not in _known_dirs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _known_dirs.add(path.parent)
+    folder = os.path.dirname(path)
+    if folder not in _known_dirs:
+        os.makedirs(folder, exist_ok=True)
+        _known_dirs.add(folder)
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        return os.open(path, _APPEND, 0o644)
     except FileNotFoundError:  # the directory was removed behind our back
-        _known_dirs.discard(path.parent)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        _known_dirs.discard(folder)
+        os.makedirs(folder, exist_ok=True)
+        return os.open(path, _APPEND, 0o644)
 
 
 class JobLog:
@@ -68,12 +75,17 @@ class JobLog:
     def __init__(self, log_dir: str | os.PathLike[str], job_id: str,
                  on_growth: GrowthListener | None = None) -> None:
         self.job_id = job_id
-        self.path = log_path(log_dir, job_id)
+        self.file = log_file(log_dir, job_id)
         self._lock = threading.Lock()
         # Opened on first write, in the job's own thread (not the supervisor's).
         self._file: int | None = None
+        self._size = 0
         self._closed = False
         self._on_growth = on_growth
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
     def write(self, text: str) -> None:
         """Write ``text``; each of its lines gets a timestamp."""
@@ -84,9 +96,11 @@ class JobLog:
             if self._closed:
                 return
             if self._file is None:
-                self._file = _open_append(self.path)
+                self._file = _open_append(self.file)
+                self._size = os.fstat(self._file).st_size
             os.write(self._file, data)
-            size = os.lseek(self._file, 0, os.SEEK_CUR)
+            self._size += len(data)
+            size = self._size
         if self._on_growth is not None:
             self._on_growth(self.job_id, size)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pykka
 
+from jobgrove.actors.base import Actor
 from jobgrove.actors.messages import JobDone, UndoDone
 from jobgrove.errors import JobAbortedError, JobFailedError
 from jobgrove.jobs import Job, JobContext
@@ -42,13 +43,9 @@ def _summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-class JobActor(pykka.ThreadingActor):
+class JobActor(Actor):
     """Runs the jobs it is given, one at a time. Nothing else is sent to it while a job
     runs: abort goes around it, through ``ctx.abort_event`` and ``job.abort(ctx)``."""
-
-    # Daemon threads: a host process that exits without Node.stop() must not hang;
-    # Node registers an atexit hook that stops it properly.
-    use_daemon_thread = True
 
 
     def on_receive(self, message: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import pykka
 import redis
 
+from jobgrove.actors.base import Actor
 from jobgrove.actors.job_actor import JobActor
 from jobgrove.actors.messages import (
     AbortCheck,
@@ -42,11 +43,7 @@ log = logging.getLogger(__name__)
 SUPERVISOR_IDLE = 2.0
 
 
-class NodeActor(pykka.ThreadingActor):
-    # Daemon threads: a host process that exits without Node.stop() must not hang;
-    # Node registers an atexit hook that stops it properly.
-    use_daemon_thread = True
-
+class NodeActor(Actor):
     def __init__(self, store: Store, name: str, *, concurrency: int, log_dir: str,
                  abort_grace: float, upkeep: Upkeep,
                  on_log_growth: GrowthListener | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 
 import pykka
 
+from jobgrove.actors.base import Actor
 from jobgrove.actors.job_actor import RunJob
 from jobgrove.actors.messages import (
     AbortCheck,
@@ -43,11 +44,7 @@ class _Running:
     grace: float = 0.0
 
 
-class TreeSupervisor(pykka.ThreadingActor):
-    # Daemon threads: a host process that exits without Node.stop() must not hang;
-    # Node registers an atexit hook that stops it properly.
-    use_daemon_thread = True
-
+class TreeSupervisor(Actor):
     def __init__(self, node: pykka.ActorRef[Any], store: Store, root: str, node_name: str,
                  log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None) -> None:
         super().__init__()

@@ -28,6 +28,10 @@ class Keys:
     def tree_channel(self, root: str) -> str:
         return f"{self.ns}:ch:tree:{root}"
 
+    def done_channel(self, root: str) -> str:
+        """Only the tree's ``done`` message (for waiters)."""
+        return f"{self.ns}:ch:done:{root}"
+
     @property
     def roots(self) -> str:
         """Hash: any job id -> its tree's root id."""

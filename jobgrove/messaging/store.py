@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterable
@@ -121,6 +122,13 @@ class Store:
         self.client = client
         self.keys = keys or Keys()
         self._scripts = register_scripts(client)
+        # Run tokens only need to be unique: a random prefix per store and a counter are
+        # cheaper than a uuid4 per claim.
+        self._token_prefix = uuid.uuid4().hex[:16]
+        self._token_count = itertools.count()
+
+    def _token_base(self) -> str:
+        return f"{self._token_prefix}{next(self._token_count):x}"
 
     # -- scripts ---------------------------------------------------------------
     def _run(self, name: str, root: str, *args: Any) -> Any:
@@ -310,7 +318,7 @@ class Store:
         """Move up to ``max_jobs`` runnable jobs of ``root`` on ``node`` to RUNNING."""
         if max_jobs <= 0:
             return []
-        flat = self._run("claim", root, node, max_jobs, uuid.uuid4().hex)
+        flat = self._run("claim", root, node, max_jobs, self._token_base())
         if not flat:
             return []
         context = _decode_map(flat[0], "tree context")
@@ -323,7 +331,7 @@ class Store:
         argv = [self.keys.tree(item.root), self.keys.channel_prefix, "",
                 item.root, item.job_id, item.token, "SUCCESS" if item.ok else "FAILED",
                 item.summary[:2000], encoded, item.reporter,
-                uuid.uuid4().hex if item.claim else ""]
+                self._token_base() if item.claim else ""]
         return [self.keys.tree_key(item.root, "meta")], argv
 
     @staticmethod

@@ -44,8 +44,11 @@ local function check_done()
       and redis.call('SCARD', T .. ':open') == 0
       and redis.call('HEXISTS', T .. ':meta', 'finished') == 0 then
     redis.call('HSET', T .. ':meta', 'finished', NOW)
-    redis.call('PUBLISH', CH .. 'tree:' .. ROOT,
-      cjson.encode({type = 'done', tree = ROOT, state = st}))
+    local done = cjson.encode({type = 'done', tree = ROOT, state = st})
+    redis.call('PUBLISH', CH .. 'tree:' .. ROOT, done)
+    -- Waiters only care about this one message; a channel of its own spares them
+    -- every status change of a big tree.
+    redis.call('PUBLISH', CH .. 'done:' .. ROOT, done)
     hint_nodes('done', nil)
   end
 end
