@@ -10,14 +10,13 @@ node that someone here follows.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import json
 import logging
 import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import pykka
 
 from jobgrove import auth
 from jobgrove.actors import log_broadcast as lb
+from jobgrove.actors.log_feeds import GrowthGate
 from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
 from jobgrove.messaging import wire
 from jobgrove.messaging.listing import MAX_LIMIT, list_trees
@@ -33,7 +33,8 @@ from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
 from jobgrove.messaging.ws_client import Upstream
-from jobgrove.messaging.ws_server import Connection, Limits, Request, Response, WsServer
+from jobgrove.messaging.ws_connection import Connection
+from jobgrove.messaging.ws_server import Limits, Request, Response, WsServer
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Endpoint:
         self.limits = limits or Limits()
         self.max_relays = max_relays
         self.redis_ok = True
-        self.gate = lb.GrowthGate()
+        self.gate = GrowthGate()
         self.server: WsServer | None = None
         self.actor: pykka.ActorRef[Any] | None = None
         self._listener: Listener | None = None
@@ -161,10 +162,14 @@ class Endpoint:
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
 
-    def _channel(self, root: str, on: bool) -> None:
-        if self._listener is not None:
-            channel = self.store.keys.tree_channel(root)
-            (self._listener.subscribe if on else self._listener.unsubscribe)(channel)
+    def _channel(self, root: str, on: bool, on_live: Callable[[], None] | None) -> None:
+        if self._listener is None:
+            return
+        channel = self.store.keys.tree_channel(root)
+        if on:
+            self._listener.subscribe(channel, on_live)
+        else:
+            self._listener.unsubscribe(channel)
 
     # -- relay ----------------------------------------------------------------------------
     def _start_upstream(self, actor: pykka.ActorRef[Any], job: str, node: str, offset: int,
@@ -336,14 +341,12 @@ class _Lookups(threading.Thread):
         super().__init__(daemon=True, name=f"jg-lookups-{endpoint.node_name}")
         self.endpoint = endpoint
         self._cond = threading.Condition()
-        self._queue: list[tuple[float, int, str, Any]] = []
-        self._seq = itertools.count()
+        self._queue: deque[tuple[str, Any]] = deque()
         self._halt = False
 
     def request(self, what: str, arg: Any) -> None:
-        delay = 0.5 if what == "settle" else 0.0
         with self._cond:
-            heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), what, arg))
+            self._queue.append((what, arg))
             self._cond.notify()
 
     def stop(self, timeout: float) -> None:
@@ -356,26 +359,21 @@ class _Lookups(threading.Thread):
         next_tick = time.monotonic()
         while True:
             with self._cond:
-                while not self._halt:
-                    now = time.monotonic()
-                    due = min(next_tick, self._queue[0][0] if self._queue else next_tick)
-                    if due <= now:
-                        break
-                    self._cond.wait(due - now)
+                while not self._halt and not self._queue and time.monotonic() < next_tick:
+                    self._cond.wait(next_tick - time.monotonic())
                 if self._halt:
                     return
-                item = heapq.heappop(self._queue) if self._queue and \
-                    self._queue[0][0] <= time.monotonic() else None
+                item = self._queue.popleft() if self._queue else None
             try:
                 if item is None:
                     next_tick = time.monotonic() + 1.0
                     self._tick()
                 else:
-                    self._do(item[2], item[3])
+                    self._do(*item)
             except StoreUnavailableError:
                 self.endpoint.redis_ok = False
             except Exception:  # the lookup thread must survive a bad record
-                log.exception("endpoint lookup %s failed", item and item[2])
+                log.exception("endpoint lookup %s failed", item and item[0])
 
     def _tick(self) -> None:
         endpoint = self.endpoint
@@ -393,6 +391,6 @@ class _Lookups(threading.Thread):
                 with contextlib.suppress(UnknownJobError):
                     states[job] = store.job_state(job)
             self.endpoint._tell(lb.States(states))
-        elif what in ("snapshot", "settle"):
+        elif what == "snapshot":
             with contextlib.suppress(UnknownJobError):
                 self.endpoint._tell(lb.Snapshot(arg, store.tree_status(arg)))

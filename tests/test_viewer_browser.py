@@ -20,7 +20,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import wait_for
-from tests.test_ws_wire import Cluster, cluster_of
+from tests.ws_helpers import Cluster, cluster_of
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from websockets.sync.client import connect as ws_connect
 
 from jobgrove.auth import mint_token
 from jobgrove.messaging.ws_client import WsError, stream_log
-from tests.test_ws_wire import UUID, Cluster, cluster_of, recv_json
+from tests.ws_helpers import UUID, Cluster, cluster_of, recv_json
 
 
 @pytest.fixture

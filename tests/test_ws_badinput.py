@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from jobgrove.messaging.ws_server import Limits
-from tests.test_ws_wire import UUID, Cluster, cluster_of, recv_json, until
+from tests.ws_helpers import UUID, Cluster, cluster_of, recv_json, until
 
 
 @pytest.fixture

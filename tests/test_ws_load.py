@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from jobgrove.messaging.ws_server import TOO_SLOW, Connection, Limits, Request
+from jobgrove.messaging.wire import Request
+from jobgrove.messaging.ws_connection import TOO_SLOW, Connection
+from jobgrove.messaging.ws_server import Limits
 from tests.helpers import wait_for
-from tests.test_ws_wire import Cluster, cluster_of, recv_json
+from tests.ws_helpers import Cluster, cluster_of, recv_json
 
 
 @pytest.fixture

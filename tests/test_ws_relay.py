@@ -22,7 +22,7 @@ from jobgrove.messaging.ws_client import (
     tail_reader,
 )
 from tests.helpers import free_port, wait_for
-from tests.test_ws_wire import UUID, Cluster, cluster_of, recv_json, until
+from tests.ws_helpers import UUID, Cluster, cluster_of, recv_json, until
 
 
 @pytest.fixture

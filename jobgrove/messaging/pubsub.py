@@ -2,7 +2,8 @@
 
 It only decodes and calls ``on_message`` (which must not block: actors just ``tell``).
 Messages are hints to re-read Redis, so losing some is harmless; what matters is
-that every (re)subscription is reported (``on_up``) so the owner reconciles.
+that every (re)subscription is reported (``on_up``, or a channel's ``on_subscribed``)
+so the owner reconciles.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class Listener:
         self.on_message = on_message
         self.on_up = on_up
         self.on_down = on_down
-        self._changes: queue.SimpleQueue[tuple[bool, str]] = queue.SimpleQueue()
+        self._changes: queue.SimpleQueue[tuple[bool, str, Callable[[], None] | None]] = \
+            queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._pubsub: Any = None
@@ -43,16 +45,21 @@ class Listener:
         self._stop.set()
         self._thread.join(timeout)
 
-    def subscribe(self, channel: str) -> None:
-        self._changes.put((True, channel))
+    def subscribe(self, channel: str, on_subscribed: Callable[[], None] | None = None) -> None:
+        """Subscribe ``channel`` (from any thread). ``on_subscribed`` is called in the
+        listener's thread right after the subscription is sent (at once if the channel
+        already is subscribed), so a read of Redis made from it misses nothing published
+        on the channel afterwards. Across a reconnect, ``on_up`` (called once every
+        channel is subscribed again) is what covers it."""
+        self._changes.put((True, channel, on_subscribed))
 
     def unsubscribe(self, channel: str) -> None:
-        self._changes.put((False, channel))
+        self._changes.put((False, channel, None))
 
     def _apply_changes(self, pubsub: Any) -> None:
         while True:
             try:
-                add, channel = self._changes.get_nowait()
+                add, channel, on_subscribed = self._changes.get_nowait()
             except queue.Empty:
                 return
             if add and channel not in self.channels:
@@ -61,6 +68,11 @@ class Listener:
             elif not add and channel in self.channels:
                 self.channels.discard(channel)
                 pubsub.unsubscribe(channel)
+            if on_subscribed is not None:
+                try:
+                    on_subscribed()
+                except Exception:  # the owner's bug must not cost the subscriptions
+                    log.exception("on_subscribed of %s failed", channel)
 
     def _loop(self) -> None:
         backoff = 0.05
@@ -98,7 +110,7 @@ class Listener:
             channel = channel.decode("utf-8", "replace")
         try:
             payload = json.loads(data)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             log.warning("ignored malformed pub/sub message on %s: %.200r", channel, data)
             return
         if not isinstance(payload, dict):
