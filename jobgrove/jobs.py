@@ -140,6 +140,8 @@ class JobContext:
         self.abort_grace = abort_grace
         #: For ``on_tree_aborted``: what ``run`` returned.
         self.result = result
+        #: Set by the runtime once ``run`` has returned or raised.
+        self.ended = False
 
     @property
     def aborted(self) -> bool:

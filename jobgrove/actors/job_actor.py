@@ -26,9 +26,12 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class RunJob:
-    """Supervisor to job actor: run ``job`` (or its undo hook) and tell ``reply_to``."""
+    """Supervisor to job actor: run ``job`` (or its undo hook). A success is told to
+    ``node`` directly (the common case, one hop); a failure goes to ``reply_to``, the
+    supervisor, which stops the job's local siblings at once and forwards it."""
 
     reply_to: pykka.ActorRef[Any]
+    node: pykka.ActorRef[Any]
     job: Job
     ctx: JobContext
     token: str
@@ -75,10 +78,12 @@ class JobActor(Actor):
             self._failed(msg, f"result is not JSON-serializable: {exc}")
             return
         ctx.log.info("job ended: ok")
-        _tell(msg.reply_to, JobDone(ctx.root, ctx.job_id, msg.token, True, "ok", result))
+        ctx.ended = True
+        _tell(msg.node, JobDone(ctx.root, ctx.job_id, msg.token, True, "ok", result))
 
     def _failed(self, msg: RunJob, summary: str) -> None:
         msg.ctx.log.info(f"job ended: {summary}")
+        msg.ctx.ended = True
         _tell(msg.reply_to, JobDone(msg.ctx.root, msg.ctx.job_id, msg.token, False, summary))
 
     def _undo(self, msg: RunJob) -> None:
@@ -96,5 +101,5 @@ def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
     try:
         ref.tell(message)
     except pykka.ActorDeadError:
-        log.info("outcome %r dropped: its supervisor had stopped (the job was fenced off)",
-                 message)
+        log.info("outcome %r dropped: its recipient had stopped (the job was fenced off, "
+                 "or the node stopped)", message)

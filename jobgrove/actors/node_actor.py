@@ -82,6 +82,11 @@ class NodeActor(Actor):
 
     def _receive(self, message: Any) -> None:
         if isinstance(message, JobDone | Fence):
+            if message.job_id not in self.runner_of:
+                # The other of a success and a fence that crossed: the first one counts
+                # (the store would refuse the second anyway).
+                log.info("late report of job %s ignored", message.job_id)
+                return
             self._return_runner(message.job_id, retire=isinstance(message, Fence))
             self._released(message.root)
             self.outbox.append(message)

@@ -117,7 +117,7 @@ class TreeSupervisor(Actor):
         self.running[claim.id] = _Running(claim.token, job, ctx)
         if self.aborting:
             self._request_abort(claim.id, "the tree is aborting")
-        runner.tell(RunJob(self.actor_ref, job, ctx, claim.token))
+        runner.tell(RunJob(self.actor_ref, self.node, job, ctx, claim.token))
 
     def _start_undo(self, job_id: str, runner: pykka.ActorRef[Any]) -> None:
         try:
@@ -136,7 +136,7 @@ class TreeSupervisor(Actor):
         claim = Claim(self.root, job_id, "undo", spec, {}, {})
         ctx = self._context(claim, params, JobLog(self.log_dir, job_id, self.on_log_growth),
                             result)
-        runner.tell(RunJob(self.actor_ref, cls(), ctx, "undo", undo=True))
+        runner.tell(RunJob(self.actor_ref, self.node, cls(), ctx, "undo", undo=True))
 
     def _params(self, job_id: str) -> dict[str, Any]:
         raw = self.store.client.hget(self.store.keys.tree_key(self.root, "spec"), job_id)
@@ -153,8 +153,15 @@ class TreeSupervisor(Actor):
         if not done.ok and not self.aborting:
             self._abort_all(f"job {done.job_id} failed")
 
+    def _forget_ended(self) -> None:
+        # Successes go from the job actor straight to the node: drop them here lazily.
+        for job_id, current in list(self.running.items()):
+            if current.ctx.ended:
+                del self.running[job_id]
+
     def _abort_all(self, why: str) -> None:
         self.aborting = True
+        self._forget_ended()
         for job_id in list(self.running):
             self._request_abort(job_id, why)
 
@@ -176,6 +183,7 @@ class TreeSupervisor(Actor):
             log.exception("abort() hook of job %s raised", job_id)
 
     def _check_fences(self) -> None:
+        self._forget_ended()
         now = time.monotonic()
         for job_id, current in list(self.running.items()):
             if current.abort_deadline is not None and now >= current.abort_deadline:
