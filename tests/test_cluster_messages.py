@@ -111,7 +111,8 @@ def test_malformed_messages_on_node_and_tree_channels(redis_url: str, cluster: C
 
 def test_client_wait_ignores_malformed_tree_messages(redis_url: str, cluster: Cluster,
                                                      tmp_path: Path) -> None:
-    """``Client.wait`` (and so ``submit --follow --json``) listens on the tree channel."""
+    """``Client.wait`` (and so ``submit --follow --json``) listens on the tree's done
+    channel; garbage there (or on the tree channel) must not break it."""
     cluster.start("w1", redis_url, imports=())
     client = Client(redis_url)
     go = tmp_path / "go"
@@ -129,9 +130,10 @@ def test_client_wait_ignores_malformed_tree_messages(redis_url: str, cluster: Cl
     waiter = threading.Thread(target=wait_tree, daemon=True)
     waiter.start()
     raw = redis.Redis.from_url(redis_url)
-    wait_for(lambda: raw.pubsub_numsub(client.keys.tree_channel(root))[0][1] >= 1,
+    wait_for(lambda: raw.pubsub_numsub(client.keys.done_channel(root))[0][1] >= 1,
              timeout=10, what="the waiting client to subscribe")
     for message in garbage(root):
+        raw.publish(client.keys.done_channel(root), message)
         raw.publish(client.keys.tree_channel(root), message)
     go.touch()
     waiter.join(timeout=20)
