@@ -140,7 +140,8 @@ class JobContext:
         self.abort_grace = abort_grace
         #: For ``on_tree_aborted``: what ``run`` returned.
         self.result = result
-        #: Set by the runtime once ``run`` has returned or raised.
+        #: Set by the runtime once ``run`` has returned successfully and the outcome has
+        #: gone to the node (the supervisor then forgets the job).
         self.ended = False
 
     @property

@@ -83,7 +83,8 @@ class JobActor(Actor):
 
     def _failed(self, msg: RunJob, summary: str) -> None:
         msg.ctx.log.info(f"job ended: {summary}")
-        msg.ctx.ended = True
+        # ctx.ended stays False: the supervisor must still find this job when the
+        # failure reaches it (it drops the job itself, then aborts the siblings).
         _tell(msg.reply_to, JobDone(msg.ctx.root, msg.ctx.job_id, msg.token, False, summary))
 
     def _undo(self, msg: RunJob) -> None:
