@@ -65,6 +65,15 @@ def backend(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
+def cluster(tmp_path: Any) -> Iterator[Any]:
+    """Real node processes (``tests.cluster.Cluster``), all stopped at teardown."""
+    from tests.cluster import running_cluster
+
+    with running_cluster(tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
 def log_dir() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="jobgrove-logs-") as path:
         yield path

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from tests.cluster import (
     NodeProc,
     flat,
     record_of,
-    running_cluster,
     wait_done,
     wait_state,
 )
@@ -28,11 +26,6 @@ from tests.helpers import wait_for
 
 pytestmark = pytest.mark.redis
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path) as c:
-        yield c
 
 
 def garbage(real_root: str) -> list[bytes | str]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from tests.cluster import (
     TreeEvents,
     flat,
     record_of,
-    running_cluster,
     wait_done,
     wait_state,
 )
@@ -31,11 +29,6 @@ from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.redis
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path) as c:
-        yield c
 
 
 def jobgrove_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

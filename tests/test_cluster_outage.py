@@ -11,7 +11,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.cluster import (
     chain,
     flat,
     record_of,
-    running_cluster,
     wait_done,
     wait_state,
 )
@@ -35,11 +33,6 @@ from tests.helpers import RedisServer, wait_for
 
 pytestmark = pytest.mark.redis
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path) as c:
-        yield c
 
 
 def notifier(tmp_path: Path) -> tuple[str, Path]:

@@ -5,23 +5,17 @@ redis-server (see tests/cluster.py)."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobgrove import Client
-from tests.cluster import Cluster, chain, flat, running_cluster, wait_done, wait_state
+from tests.cluster import Cluster, chain, flat, wait_done, wait_state
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.redis
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path) as c:
-        yield c
 
 
 def test_tree_over_three_nodes_runs_leaf_first_where_assigned(redis_url: str,

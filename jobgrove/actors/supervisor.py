@@ -100,24 +100,25 @@ class TreeSupervisor(Actor):
         log_file = JobLog(self.log_dir, claim.id, self.on_log_growth)
         cls = kind_class(kind)
         if cls is None:
-            summary = f"unknown kind {kind!r} on node {self.node_name} (load it with --import)"
-            log_file.error(summary)
-            log_file.close()
-            self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
+            self._fail_early(claim, log_file, f"unknown kind {kind!r} on node "
+                                              f"{self.node_name} (load it with --import)")
             return
         ctx = self._context(claim, params, log_file)
         try:
             job = cls()
         except Exception as exc:
-            summary = f"cannot create job of kind {kind!r}: {exc}"
-            log_file.error(summary)
-            log_file.close()
-            self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
+            self._fail_early(claim, log_file, f"cannot create job of kind {kind!r}: {exc}")
             return
         self.running[claim.id] = _Running(claim.token, job, ctx)
         if self.aborting:
             self._request_abort(claim.id, "the tree is aborting")
         runner.tell(RunJob(self.actor_ref, self.node, job, ctx, claim.token))
+
+    def _fail_early(self, claim: Claim, log_file: JobLog, summary: str) -> None:
+        """The job cannot even start here: it fails (and its tree aborts)."""
+        log_file.error(summary)
+        log_file.close()
+        self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
 
     def _start_undo(self, job_id: str, runner: pykka.ActorRef[Any]) -> None:
         try:
