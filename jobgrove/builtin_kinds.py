@@ -130,7 +130,7 @@ class Shell(Job):
         if outcome == "aborted":
             raise JobAbortedError(f"aborted (exit code {proc.returncode})")
         if outcome == "timeout":
-            raise JobFailedError(f"timed out after {float(timeout):g}s")
+            raise JobFailedError(f"timed out after {ctx.params['timeout']:g}s")
         if proc.returncode != 0:
             raise JobFailedError(f"exit code {proc.returncode}")
         return {"exit_code": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any
 
@@ -67,7 +68,7 @@ class Client:
         return list_trees(self.store, {k: v for k, v in tags.items() if v is not None},
                           limit=limit, cursor=cursor)
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> builtins.list[dict[str, Any]]:
         """Every node that ever registered: ``alive``, ``address``, ``running`` (ids of
         its RUNNING jobs: the heartbeat's list, less the jobs that finished since)."""
         nodes = self.registry.nodes()

@@ -151,6 +151,7 @@ class Node:
     def _start_endpoint(self) -> None:
         from jobgrove.endpoint import Endpoint
 
+        assert self.listen is not None
         self.endpoint = Endpoint(node_name=self.name, store=self.store, registry=self.registry,
                                  log_dir=self.log_dir, listen=self.listen, secret=self.secret,
                                  allowed_origins=self.allowed_origins,

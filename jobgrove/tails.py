@@ -55,7 +55,7 @@ def _default_reader(client: Any) -> TailReader | None:
         from jobgrove.messaging.ws_client import tail_reader
     except ImportError:
         return None
-    return tail_reader(client)  # type: ignore[no-any-return]
+    return tail_reader(client)
 
 
 def file_reader(log_dirs: dict[str, str]) -> TailReader:

@@ -8,6 +8,7 @@ outbox, starts nothing, and replays the outbox once Redis answers again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -277,8 +278,8 @@ class NodeActor(Actor):
             free = self.concurrency - self.running_count
             if free <= 0:
                 return
-            claims = self._store_call("claim", lambda r=root, f=free: self.store.claim(
-                r, self.name, f))
+            claims = self._store_call("claim", functools.partial(
+                self.store.claim, root, self.name, free))
             if claims is None:
                 return  # Redis is down; the tree stays dirty for later
             if len(claims) < free:
@@ -317,8 +318,8 @@ class NodeActor(Actor):
                 # or pub/sub lost it) and still owe undo hooks; claim_undo runs each once.
                 self._undo(root)
             if finished and root not in self.busy:
-                self._store_call("forget", lambda r=root: self.store.forget_node_tree(
-                    self.name, r))
+                self._store_call("forget", functools.partial(
+                    self.store.forget_node_tree, self.name, root))
             elif aborting:
                 self.dirty.pop(root, None)
                 ref = self.supervisors.get(root)

@@ -109,7 +109,7 @@ class Listener:
         if isinstance(channel, bytes):
             channel = channel.decode("utf-8", "replace")
         try:
-            payload = json.loads(data)
+            payload = json.loads(data)  # type: ignore[arg-type]  # None is caught below
         except (TypeError, ValueError, RecursionError):
             log.warning("ignored malformed pub/sub message on %s: %.200r", channel, data)
             return

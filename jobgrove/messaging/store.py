@@ -118,8 +118,10 @@ def _float(raw: Any) -> float | None:
 class Store:
     """Jobs and trees in Redis (or fakeredis, through the same client API)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
-        self.client = client
+    def __init__(self, client: Any, keys: Keys | None = None) -> None:
+        # A redis-py client (or fakeredis) with decode_responses=True: typed Any, since
+        # redis-py's annotations cannot express "decoded" (every reply is bytes | str).
+        self.client: Any = client
         self.keys = keys or Keys()
         self._scripts = register_scripts(client)
         # Run tokens only need to be unique: a random prefix per store and a counter are

@@ -42,8 +42,9 @@ def accept_websocket(cid: int, sock: socket.socket, request: Request, leftover: 
     conn = Connection(cid, sock, request, limits)
     # Compression is never negotiated: frames are encoded once for every viewer,
     # and a deflate context per viewer would cost ~300 KiB each.
-    environ = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in request.headers.items()
-               if k != "sec-websocket-extensions"}
+    environ: dict[str, Any] = {
+        f"HTTP_{k.upper().replace('-', '_')}": v for k, v in request.headers.items()
+        if k != "sec-websocket-extensions"}
     environ["werkzeug.socket"] = _SockProxy(conn, sock, leftover)
     thread_class = functools.partial(threading.Thread, daemon=True, name=reader_name)
     try:
