@@ -126,6 +126,8 @@ class Shell(Job):
         finally:
             if proc.poll() is None:  # job code interrupted: never leave the process behind
                 self._stop(proc, 0, ctx)
+            else:
+                self._reap_group(proc, ctx)
             reader.join(timeout=2.0)
         if outcome == "aborted":
             raise JobAbortedError(f"aborted (exit code {proc.returncode})")
@@ -141,6 +143,25 @@ class Shell(Job):
         with proc.stdout:
             for raw in proc.stdout:
                 ctx.log.write(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @staticmethod
+    def _reap_group(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:
+        """The shell exited: whatever it left running in its process group (``cmd &``)
+        belongs to the job and ends with it — SIGTERM, then SIGKILL after a second."""
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return  # nothing left
+        ctx.log.note("stopping processes the command left running in the background")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     @staticmethod
     def _stop(proc: subprocess.Popen[bytes], grace: float, ctx: JobContext) -> None:

@@ -6,6 +6,7 @@ are checked to be UUIDs first, so no client-supplied text ever becomes a path.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -51,6 +52,7 @@ def _stamp() -> str:
     return f"{cached[1]}{int((now - whole) * 1000):03d}Z"
 
 
+_log = logging.getLogger(__name__)
 _known_dirs: set[str] = set()
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
@@ -103,6 +105,14 @@ class JobLog:
             size = self._size
         if self._on_growth is not None:
             self._on_growth(self.job_id, size)
+
+    def note(self, message: str) -> None:
+        """A line the runtime itself writes: never raises (a full disk must not cost
+        a job its outcome), the failure is logged instead."""
+        try:
+            self.write(message)
+        except Exception:
+            _log.exception("cannot write to the log of job %s", self.job_id)
 
     def info(self, message: str) -> None:
         self.write(message)

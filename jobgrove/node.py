@@ -19,6 +19,7 @@ from jobgrove.actors.messages import Hint, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
+from jobgrove.builtin_kinds import SHELL_GRACE
 from jobgrove.core.spec import MAX_NAME, check_node_name
 from jobgrove.errors import JobgroveError, StoreUnavailableError
 from jobgrove.joblog import GrowthListener
@@ -116,32 +117,54 @@ class Node:
                     self.endpoint.stop()
                     self.endpoint = None
                 raise
-            undo_kinds = {k for k in kind_names() if (cls := kind_class(k)) and cls.has_undo()}
-            upkeep = Upkeep(self.store, self.registry, self.name, self.token, record,
-                            lease=self.lease, heartbeat=self.heartbeat,
-                            reconcile_interval=self.reconcile_interval,
-                            undo_kinds=undo_kinds, notifier=self.notifier)
-            reaped = upkeep.reap_own()
-            if reaped:
-                log.warning("failed %d job(s) left RUNNING by a previous process of node %s",
-                            len(reaped), self.name)
-            self.actor = NodeActor.start(
-                self.store, self.name, concurrency=self.concurrency, log_dir=self.log_dir,
-                abort_grace=self.abort_grace, upkeep=upkeep, on_log_growth=self.on_log_growth)
-            actor = self.actor
-            self._listener = Listener(
-                self.store.client, [self.keys.node_channel(self.name)],
-                on_message=lambda _ch, msg: _route(actor, msg),
-                on_up=lambda: actor.tell(Reconnected()),
-                on_down=lambda err: actor.tell(ListenerDown(err)),
-                name=f"jobgrove-pubsub-{self.name}")
-            self._listener.start()
-            self._ticker = Ticker(actor, self.tick, name=f"jobgrove-ticker-{self.name}")
-            self._ticker.start()
+            try:
+                undo_kinds = {k for k in kind_names() if (cls := kind_class(k)) and cls.has_undo()}
+                upkeep = Upkeep(self.store, self.registry, self.name, self.token, record,
+                                lease=self.lease, heartbeat=self.heartbeat,
+                                reconcile_interval=self.reconcile_interval,
+                                undo_kinds=undo_kinds, notifier=self.notifier)
+                reaped = upkeep.reap_own()
+                if reaped:
+                    log.warning("failed %d job(s) left RUNNING by a previous process of node %s",
+                                len(reaped), self.name)
+                self.actor = NodeActor.start(
+                    self.store, self.name, concurrency=self.concurrency, log_dir=self.log_dir,
+                    abort_grace=self.abort_grace, upkeep=upkeep, on_log_growth=self.on_log_growth)
+                actor = self.actor
+                self._listener = Listener(
+                    self.store.client, [self.keys.node_channel(self.name)],
+                    on_message=lambda _ch, msg: _route(actor, msg),
+                    on_up=lambda: actor.tell(Reconnected()),
+                    on_down=lambda err: actor.tell(ListenerDown(err)),
+                    name=f"jobgrove-pubsub-{self.name}")
+                self._listener.start()
+                self._ticker = Ticker(actor, self.tick, name=f"jobgrove-ticker-{self.name}")
+                self._ticker.start()
+            except BaseException:
+                # Leave nothing behind: no lease held, no endpoint listening, no threads.
+                self._abandon_start()
+                raise
             atexit.register(self._stop_at_exit)
             log.info("node %s started (concurrency %d, logs in %s)", self.name,
                      self.concurrency, self.log_dir)
             return self
+
+    def _abandon_start(self) -> None:
+        for part in (self._ticker, self._listener):
+            if part is not None:
+                part.stop()
+        self._ticker = self._listener = None
+        if self.actor is not None:
+            self.actor.stop(block=False)
+            self.actor = None
+        if self.endpoint is not None:
+            self.endpoint.stop()
+            self.endpoint = None
+        try:
+            self.registry.release(self.name, self.token)
+        except StoreUnavailableError:
+            log.warning("node %s: could not release its lease (it expires by itself)",
+                        self.name)
 
     def _stop_at_exit(self) -> None:
         if self.actor is not None:
@@ -221,10 +244,20 @@ class Node:
             if self._listener is not None:
                 self._listener.stop()
             try:
+                runners = actor.proxy().all_runners().get(timeout=_STOP_TIMEOUT)
                 actor.stop(block=True, timeout=_STOP_TIMEOUT)
-            except pykka.Timeout:
+            except (pykka.Timeout, pykka.ActorDeadError):
+                runners = []
                 log.warning("node actor of %s did not stop within %ss", self.name,
                             _STOP_TIMEOUT)
+            # Running jobs were asked to abort: give them their grace (a shell job's
+            # process group gets SIGTERM, then SIGKILL) so none outlives the node.
+            deadline = time.monotonic() + max(self.abort_grace, SHELL_GRACE + 2.0)
+            for runner in runners:
+                if not runner.actor_stopped.wait(max(0.0, deadline - time.monotonic())):
+                    log.warning("node %s: a job did not stop within its grace; it is "
+                                "recorded FAILED and left to the process exit", self.name)
+                    break
             try:
                 for root in self.store.node_trees(self.name):
                     self.store.reap(root, self.name, f"node {self.name} stopped")

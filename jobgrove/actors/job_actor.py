@@ -59,17 +59,20 @@ class JobActor(Actor):
                 else:
                     self._run(message)
             finally:
-                message.ctx.log.close()
+                try:
+                    message.ctx.log.close()
+                except OSError:
+                    log.exception("closing the log of job %s failed", message.ctx.job_id)
         return None
 
     def _run(self, msg: RunJob) -> None:
         ctx = msg.ctx
-        ctx.log.info(f"started {msg.job.kind} on {ctx.node}")
+        ctx.log.note(f"started {msg.job.kind} on {ctx.node}")
         try:
             result = msg.job.run(ctx)
         except BaseException as exc:  # job code may raise anything; it must not kill the node
             if not isinstance(exc, (JobFailedError, JobAbortedError)):
-                ctx.log.error("".join(traceback.format_exception(exc)).rstrip())
+                ctx.log.note("ERROR " + "".join(traceback.format_exception(exc)).rstrip())
             self._failed(msg, _summary(exc))
             return
         try:
@@ -77,24 +80,25 @@ class JobActor(Actor):
         except (TypeError, ValueError) as exc:
             self._failed(msg, f"result is not JSON-serializable: {exc}")
             return
-        ctx.log.info("job ended: ok")
+        ctx.log.note("job ended: ok")
         ctx.ended = True
         _tell(msg.node, JobDone(ctx.root, ctx.job_id, msg.token, True, "ok", result))
 
     def _failed(self, msg: RunJob, summary: str) -> None:
-        msg.ctx.log.info(f"job ended: {summary}")
+        msg.ctx.log.note(f"job ended: {summary}")
         # ctx.ended stays False: the supervisor must still find this job when the
         # failure reaches it (it drops the job itself, then aborts the siblings).
         _tell(msg.reply_to, JobDone(msg.ctx.root, msg.ctx.job_id, msg.token, False, summary))
 
     def _undo(self, msg: RunJob) -> None:
         ctx = msg.ctx
-        ctx.log.info("tree aborted: undoing this job's work (on_tree_aborted)")
+        ctx.log.note("tree aborted: undoing this job's work (on_tree_aborted)")
         try:
             msg.job.on_tree_aborted(ctx)
-            ctx.log.info("undo finished")
+            ctx.log.note("undo finished")
         except BaseException as exc:
-            ctx.log.error("undo failed: " + "".join(traceback.format_exception(exc)).rstrip())
+            ctx.log.note("ERROR undo failed: "
+                         + "".join(traceback.format_exception(exc)).rstrip())
         _tell(msg.reply_to, UndoDone(ctx.root, ctx.job_id))
 
 

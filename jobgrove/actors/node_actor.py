@@ -64,6 +64,8 @@ class NodeActor(Actor):
         self.idle_since: dict[str, float] = {}  # roots whose supervisor has nothing to do
         self.outbox: list[JobDone | Fence] = []
         self.idle_runners: list[pykka.ActorRef[Any]] = []
+        self.undo_pending: set[str] = set()  # trees that may owe more undo hooks here
+        self.unrecordable: set[str] = set()  # jobs whose outcome Redis refused for good
         self.runner_of: dict[str, pykka.ActorRef[Any]] = {}  # job id (or undo:id) -> actor
         self.fill_pending = False
         self.redis_ok = True
@@ -128,12 +130,17 @@ class NodeActor(Actor):
         runner = self.runner_of.pop(key, None)
         if runner is None:
             return
-        if retire:
-            # Its job ignored the abort and may run on: never reuse it. The stop is
-            # queued behind that job, so the thread ends once the job code returns.
+        if retire or len(self.idle_runners) >= self.concurrency:
+            # Retired: its job ignored the abort and may run on, never reuse it (the
+            # stop is queued behind that job: the thread ends once the code returns).
+            # Or more idle threads than slots (after a burst of undo hooks).
             runner.stop(block=False)
         else:
             self.idle_runners.append(runner)
+
+    def all_runners(self) -> list[pykka.ActorRef[Any]]:
+        """Every job actor, idle or busy (``Node.stop`` waits for them)."""
+        return [*self.idle_runners, *self.runner_of.values()]
 
     @property
     def running_count(self) -> int:
@@ -238,7 +245,7 @@ class NodeActor(Actor):
             self._reconcile()
 
     def running_ids(self) -> list[str]:
-        return [job_id for job_id, _ in self.upkeep.running_jobs()]
+        return self.upkeep.running_ids()
 
     # -- outcomes and claims ------------------------------------------------------------------
     def _flush(self) -> None:
@@ -258,12 +265,14 @@ class NodeActor(Actor):
             self.outbox = batch + self.outbox
             self._set_redis(False, str(exc))
             return
-        except redis.ResponseError as exc:
-            log.error("cannot record %d outcome(s): %s", len(items), exc)
-            outcomes = []
         for item, outcome in zip(items, outcomes):
             self.upkeep.finished(item.job_id)
-            if outcome.verdict == "stale":
+            if outcome.verdict == "error":
+                # Not an outage: a reply that will not change on a retry. Never re-run it.
+                self.unrecordable.add(item.job_id)
+                log.error("cannot record the outcome of job %s: %s", item.job_id,
+                          outcome.state)
+            elif outcome.verdict == "stale":
                 log.info("outcome of job %s not recorded: it is %s already", item.job_id,
                          outcome.state or "gone")
             if outcome.claimed is not None:
@@ -290,6 +299,8 @@ class NodeActor(Actor):
                 self.dirty[root] = None
             if claims:
                 self._dispatch(root, claims)
+        for root in list(self.undo_pending):
+            self._undo(root)
 
     def _dispatch(self, root: str, claims: list[Claim]) -> None:
         self.busy[root] = self.busy.get(root, 0) + len(claims)
@@ -300,7 +311,16 @@ class NodeActor(Actor):
         self._supervisor(root).tell(StartJobs(tuple(claims), tuple(runners)))
 
     def _undo(self, root: str) -> None:
-        ids = self._store_call("undo", lambda: self.upkeep.claim_undo(root))
+        """Start undo hooks owed here for an aborted tree, within the free slots."""
+        free = self.concurrency - self.running_count
+        if free <= 0:
+            self.undo_pending.add(root)
+            return
+        ids = self._store_call("undo", lambda: self.upkeep.claim_undo(root, free))
+        if ids is None or len(ids) == free:
+            self.undo_pending.add(root)  # Redis down, or there may be more
+        else:
+            self.undo_pending.discard(root)
         if ids:
             self.busy[root] = self.busy.get(root, 0) + len(ids)
             runners = tuple(self._take_runner(f"undo:{i}") for i in ids)
@@ -317,7 +337,9 @@ class NodeActor(Actor):
                 # Even when the tree is done: this node may have missed the abort (down,
                 # or pub/sub lost it) and still owe undo hooks; claim_undo runs each once.
                 self._undo(root)
-            if finished and root not in self.busy:
+            if not finished:
+                self._reclaim(root)
+            if finished and root not in self.busy and root not in self.undo_pending:
                 self._store_call("forget", functools.partial(
                     self.store.forget_node_tree, self.name, root))
             elif aborting:
@@ -329,6 +351,26 @@ class NodeActor(Actor):
                 self.dirty[root] = None
         self._flush()
         self._fill()
+
+    def _reclaim(self, root: str) -> None:
+        """Run the jobs Redis shows RUNNING here that this node does not know of: a
+        claim (or a parent claimed by a finish) whose reply was lost with the
+        connection. Nobody else would ever run or reap them: our lease is alive."""
+        running = self._store_call("reclaim", functools.partial(
+            self.store.running_on, root, self.name))
+        if not running:
+            return
+        known = set(self.upkeep.running_ids()) | {m.job_id for m in self.outbox} \
+            | self.unrecordable
+        for job_id in running:
+            if job_id in known:
+                continue
+            claim = self._store_call("reclaim", functools.partial(
+                self.store.reclaim, root, job_id))
+            if claim is not None:
+                log.warning("job %s was RUNNING here unknown to this node (a lost reply); "
+                            "running it now", job_id)
+                self._dispatch(root, [claim])
 
     # -- shutdown ---------------------------------------------------------------------------
     def drain(self) -> None:

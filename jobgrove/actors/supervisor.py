@@ -59,9 +59,24 @@ class TreeSupervisor(Actor):
         self.aborting = False
 
     def on_receive(self, message: Any) -> Any:
+        # An exception escaping a told message would stop this actor for good (pykka)
+        # and strand its jobs' outcomes.
+        try:
+            self._receive(message)
+        except Exception:
+            log.exception("tree %s: handling %s failed", self.root, type(message).__name__)
+        return None
+
+    def _receive(self, message: Any) -> None:
         if isinstance(message, StartJobs):
             for claim, runner in zip(message.claims, message.runners):
-                self._start(claim, runner)
+                try:
+                    self._start(claim, runner)
+                except Exception as exc:  # whatever it was, the job's outcome must not vanish
+                    log.exception("cannot start job %s", claim.id)
+                    self.running.pop(claim.id, None)
+                    self.node.tell(JobDone(self.root, claim.id, claim.token, False,
+                                           f"cannot start: {type(exc).__name__}: {exc}"))
         elif isinstance(message, JobDone):
             self._job_done(message)
         elif isinstance(message, AbortCheck):
@@ -73,7 +88,6 @@ class TreeSupervisor(Actor):
                 self._start_undo(job_id, runner)
         elif isinstance(message, UndoDone):
             self.node.tell(message)
-        return None
 
     def on_stop(self) -> None:
         # Jobs still running when the node stops immediately: ask them to stop.
@@ -116,7 +130,7 @@ class TreeSupervisor(Actor):
 
     def _fail_early(self, claim: Claim, log_file: JobLog, summary: str) -> None:
         """The job cannot even start here: it fails (and its tree aborts)."""
-        log_file.error(summary)
+        log_file.note(f"ERROR {summary}")
         log_file.close()
         self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
 
@@ -131,13 +145,18 @@ class TreeSupervisor(Actor):
             self.node.tell(UndoDone(self.root, job_id))
             return
         cls = kind_class(spec["kind"])
-        if cls is None:
+        try:
+            if cls is None:
+                raise LookupError(f"kind {spec['kind']!r} is not registered here")
+            claim = Claim(self.root, job_id, "undo", spec, {}, {})
+            ctx = self._context(claim, params, JobLog(self.log_dir, job_id,
+                                                      self.on_log_growth), result)
+            job = cls()
+        except Exception as exc:
+            log.warning("cannot undo job %s: %s", job_id, exc)
             self.node.tell(UndoDone(self.root, job_id))
             return
-        claim = Claim(self.root, job_id, "undo", spec, {}, {})
-        ctx = self._context(claim, params, JobLog(self.log_dir, job_id, self.on_log_growth),
-                            result)
-        runner.tell(RunJob(self.actor_ref, self.node, cls(), ctx, "undo", undo=True))
+        runner.tell(RunJob(self.actor_ref, self.node, job, ctx, "undo", undo=True))
 
     def _params(self, job_id: str) -> dict[str, Any]:
         raw = self.store.client.hget(self.store.keys.tree_key(self.root, "spec"), job_id)
@@ -176,7 +195,7 @@ class TreeSupervisor(Actor):
             grace = max(grace, float(shell_grace) + 2.0)
         current.abort_deadline = time.monotonic() + grace
         current.grace = grace
-        current.ctx.log.info(f"abort requested: {why}")
+        current.ctx.log.note(f"abort requested: {why}")
         current.ctx.abort_event.set()
         try:
             current.job.abort(current.ctx)
@@ -191,5 +210,5 @@ class TreeSupervisor(Actor):
                 del self.running[job_id]
                 summary = (f"did not stop within {current.grace:g}s of the abort request; "
                            "its late result will be discarded")
-                current.ctx.log.info(summary)
+                current.ctx.log.note(summary)
                 self.node.tell(Fence(self.root, job_id, current.token, summary))

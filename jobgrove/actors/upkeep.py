@@ -58,6 +58,9 @@ class Upkeep:
     def running_jobs(self) -> list[tuple[str, str]]:
         return list(self._running.items())
 
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
     # -- timers -------------------------------------------------------------------------
     def tick(self, running_ids: list[str]) -> None:
         self._settle_recovery()
@@ -179,9 +182,9 @@ class Upkeep:
         return {root: (bool(flags[2 * i]), bool(flags[2 * i + 1]))
                 for i, root in enumerate(roots)}
 
-    def claim_undo(self, root: str) -> list[str]:
-        """SUCCESS jobs of ``root`` on this node whose kind has an undo hook, each
-        claimed once cluster-wide (HSETNX), so the hook runs exactly once."""
+    def claim_undo(self, root: str, limit: int) -> list[str]:
+        """Up to ``limit`` SUCCESS jobs of ``root`` on this node whose kind has an undo
+        hook, each claimed once cluster-wide (HSETNX), so the hook runs exactly once."""
         if not self.undo_kinds:
             return []
         k = self.store.keys
@@ -191,5 +194,11 @@ class Upkeep:
         ids = [j["id"] for j in flat.values()
                if j["state"] == "SUCCESS" and j["node"] == self.name
                and j["kind"] in self.undo_kinds]
-        return [i for i in ids if self.store.client.hsetnx(k.tree_key(root, "undone"), i,
-                                                           self.name)]
+        undone = k.tree_key(root, "undone")
+        claimed: list[str] = []
+        for job_id in ids:
+            if len(claimed) >= limit:
+                break
+            if self.store.client.hsetnx(undone, job_id, self.name):
+                claimed.append(job_id)
+        return claimed

@@ -19,7 +19,12 @@ import redis
 
 from jobgrove.core.spec import JobSpec
 from jobgrove.core.status import nest_status
-from jobgrove.errors import CorruptRecordError, StoreUnavailableError, UnknownJobError
+from jobgrove.errors import (
+    CorruptRecordError,
+    JobgroveError,
+    StoreUnavailableError,
+    UnknownJobError,
+)
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.scripts import register_scripts
 
@@ -34,6 +39,16 @@ _CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant comma
 _PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
 
 
+def refuses_service(exc: Exception) -> bool:
+    """An error reply meaning "Redis is there but cannot serve now" (OOM, read-only,
+    BUSY script, LOADING...): handled like an outage, never as a verdict."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    # redis-py prefixes errors inside a pipeline: "Command # 1 (...) caused error: BUSY"
+    message = str(exc).rsplit(" caused error: ", 1)[-1]
+    return message.startswith(_UNAVAILABLE_CODES)
+
+
 def translate_errors(fn: F) -> F:
     """Turn redis-py connection failures into StoreUnavailableError."""
 
@@ -41,10 +56,12 @@ def translate_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except JobgroveError:
+            raise  # ours already (WaitTimeoutError is an OSError too)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
         except redis.ResponseError as exc:
-            if isinstance(exc, _UNAVAILABLE_ERRORS) or str(exc).startswith(_UNAVAILABLE_CODES):
+            if refuses_service(exc):
                 raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
             raise
 
@@ -66,7 +83,8 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What a finish or abort did: ``verdict`` ok/stale/finished/unknown, final state."""
+    """What a finish or abort did: ``verdict`` ok/stale/finished/unknown (or "error",
+    with the error's text as ``state``), and the final state."""
 
     verdict: str
     state: str
@@ -298,6 +316,22 @@ class Store:
         return {i: aborts.get(i) for i, n in running.items() if n == node}
 
     @translate_errors
+    def reclaim(self, root: str, job_id: str) -> Claim | None:
+        """The claim of a job RUNNING in Redis whose claim reply was lost (see
+        ``NodeActor._reclaim``): same token, spec, children's results, context."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(k.tree_key(root, "state"), job_id)
+        pipe.hget(k.tree_key(root, "token"), job_id)
+        pipe.hget(k.tree_key(root, "spec"), job_id)
+        state, token, raw_spec = pipe.execute()
+        if state != "RUNNING" or token is None or raw_spec is None:
+            return None
+        spec = _loads(raw_spec, f"job {job_id} spec")
+        return Claim(root, job_id, token, spec, self.results(root, spec.get("children", [])),
+                     self.context(root))
+
+    @translate_errors
     def tokens(self, root: str, ids: list[str]) -> dict[str, str | None]:
         raw = self.client.hmget(self.keys.tree_key(root, "token"), ids) if ids else []
         return dict(zip(ids, raw))
@@ -347,6 +381,14 @@ class Store:
                             _decode_map(results, f"children results of {job_id}"), context)
         return Outcome(reply[0], reply[1], ready_on, claimed)
 
+    def _safe_outcome(self, root: str, reply: Any) -> Outcome:
+        if isinstance(reply, Exception):
+            return Outcome("error", str(reply))
+        try:
+            return self._outcome(root, reply)
+        except (CorruptRecordError, IndexError, TypeError, ValueError) as exc:
+            return Outcome("error", f"unreadable reply {reply!r:.200}: {exc}")
+
     @translate_errors
     def finish(self, root: str, job_id: str, token: str, ok: bool,
                summary: str = "", result: Any = None) -> Outcome:
@@ -365,14 +407,18 @@ class Store:
             for item in items:
                 keys, argv = self._finish_args(item)
                 pipe.evalsha(script.sha, len(keys), *keys, *argv)
-            try:
-                replies = pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
+            # Each reply on its own: one failing script must not cost the others.
+            replies = pipe.execute(raise_on_error=False)
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if any(isinstance(e, redis.exceptions.NoScriptError) for e in errors) \
+                    and attempt == 1:
                 self.client.script_load(script.script)
-                continue
-            return [self._outcome(item.root, reply) for item, reply in zip(items, replies)]
+                continue  # replaying is safe: a second finish of a job is "stale"
+            for error in errors:
+                if isinstance(error, (redis.ConnectionError, redis.TimeoutError)) \
+                        or refuses_service(error):
+                    raise StoreUnavailableError(f"Redis unavailable: {error}") from error
+            return [self._safe_outcome(item.root, reply) for item, reply in zip(items, replies)]
         raise AssertionError("unreachable")
 
     @translate_errors

@@ -95,9 +95,12 @@ local function claim_one(id, node, token)
   local spec = redis.call('HGET', T .. ':spec', id)
   local results = {}
   local children = cjson.decode(spec).children
-  if #children > 0 then
-    local raw = redis.call('HMGET', T .. ':results', unpack(children))
-    for j, child in ipairs(children) do
+  -- In chunks: unpack() of a parent's whole child list would overflow Lua's stack
+  -- past about 8,000 children (and a script failing half-way is not rolled back).
+  for s = 1, #children, 1000 do
+    local part = {unpack(children, s, math.min(s + 999, #children))}
+    local raw = redis.call('HMGET', T .. ':results', unpack(part))
+    for j, child in ipairs(part) do
       if raw[j] then results[child] = raw[j] end
     end
   end
