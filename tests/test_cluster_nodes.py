@@ -119,7 +119,9 @@ def test_node_restarted_under_its_name_fails_what_it_left_running(redis_url: str
     assert job["state"] == "FAILED", job
     assert "restarted" in job["summary"], job["summary"]
     assert status["state"] == "ABORTED"
-    assert "left RUNNING by a previous process" in again.stderr()
+    # Logged right after the reap that the states above already show: wait for it.
+    wait_for(lambda: "left RUNNING by a previous process" in again.stderr(), timeout=5,
+             what="the restarted node to report what it failed")
     ok = client.submit({"kind": "noop", "node": "solo"})
     assert wait_done(client, ok)["state"] == "SUCCESS"
 
