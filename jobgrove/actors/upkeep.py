@@ -152,7 +152,8 @@ class Upkeep:
             # One reaper per lost node; the scripts would make a second pass a no-op anyway.
             if not self.store.client.set(lock, self.name, nx=True, px=int(self.lease * 3000)):
                 continue
-            ended = self._reap(node["name"], f"node {node['name']} lost (lease expired)")
+            ended = self._reap(node["name"], f"node {node['name']} lost (lease expired)",
+                               lost=True)
             record = self.registry.record(node["name"]) or {}
             if not self.store.client.exists(self.store.keys.lease(node["name"])):
                 self.registry.write_record(node["name"], {**record, "reaped": True,
@@ -161,9 +162,14 @@ class Upkeep:
                 log.warning("node %s lost: ended its running jobs %s (the first FAILED, the "
                             "rest ABORTED)", node["name"], ended)
 
-    def _reap(self, node: str, summary: str) -> list[str]:
+    def _reap(self, node: str, summary: str, lost: bool = False) -> list[str]:
         ended: list[str] = []
+        lease = self.store.keys.lease(node)
         for root in self.store.node_trees(node):
+            # A lost node that comes back (restarted under its name) holds its lease
+            # again: from then on its RUNNING jobs are its own, not the reaper's.
+            if lost and self.store.client.exists(lease):
+                break
             ended.extend(self.store.reap(root, node, summary))
         return ended
 
