@@ -208,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Redis URL (default: $JOBGROVE_REDIS_URL, else "
                              "redis://127.0.0.1:6379/0)")
     common.add_argument("--namespace", default="jg", help=argparse.SUPPRESS)
-    parser = argparse.ArgumentParser(prog="jobgrove", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="jobgrove", description="jobgrove: trees of jobs on a cluster of nodes.",
+        epilog="exit codes: 0 ok; 1 the tree finished but not SUCCESS; 2 bad usage or "
+               "input, unknown id; 3 Redis unavailable")
     parser.add_argument("--version", action="version", version=f"jobgrove {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
