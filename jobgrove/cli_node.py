@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from jobgrove.errors import JobgroveError
@@ -18,17 +17,9 @@ log = logging.getLogger("jobgrove.cli")
 
 
 def _read_secret(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    from jobgrove.cli import UsageError
+    from jobgrove.auth import load_secret
 
-    try:
-        secret = Path(path).read_bytes().strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read secret file {path!r}: {exc.strerror or exc}") from exc
-    if len(secret) < 16:
-        raise UsageError(f"secret file {path!r} holds {len(secret)} bytes; use at least 16")
-    return secret
+    return None if path is None else load_secret(path)
 
 
 def _import_kinds(modules: list[str]) -> None:
@@ -63,7 +54,7 @@ def run_node(args: argparse.Namespace) -> int:
     signals = {"count": 0}
     first, second = threading.Event(), threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(_signum: int, _frame: Any) -> None:
         signals["count"] += 1
         (first if signals["count"] == 1 else second).set()
 

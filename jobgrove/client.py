@@ -12,8 +12,10 @@ from jobgrove.jobs import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.listing import Page, list_trees
+from jobgrove.messaging.records import Outcome
+from jobgrove.messaging.redis_errors import translate_errors
 from jobgrove.messaging.registry import Registry
-from jobgrove.messaging.store import Outcome, Store, translate_errors
+from jobgrove.messaging.store import Store
 
 
 class Client:

@@ -67,26 +67,19 @@ def job_kind(name: str) -> Callable[[J], J]:
 
 
 def kind_class(name: str) -> type[Job] | None:
-    _ensure_builtins()
     return _REGISTRY.get(name)
 
 
 def kind_names() -> list[str]:
-    _ensure_builtins()
     return sorted(_REGISTRY)
 
 
 def kind_infos(extra: list[str] | tuple[str, ...] = ()) -> dict[str, KindInfo]:
     """What the spec validator knows: every registered kind, plus ``extra`` names
     (kinds advertised by nodes, whose params cannot be checked here)."""
-    _ensure_builtins()
     infos = {name: KindInfo(name, None) for name in extra}
     infos.update({name: KindInfo(name, cls.params) for name, cls in _REGISTRY.items()})
     return infos
-
-
-def _ensure_builtins() -> None:
-    import jobgrove.builtin_kinds  # noqa: F401  (registers on import)
 
 
 class TreeContext:
@@ -156,3 +149,7 @@ class JobContext:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; returns True (early) if an abort was requested."""
         return self.abort_event.wait(seconds)
+
+
+# The built-in kinds register themselves on import; they need the names above.
+import jobgrove.builtin_kinds  # noqa: E402, F401

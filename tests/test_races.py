@@ -18,7 +18,8 @@ import pytest
 from jobgrove.core.spec import parse_spec
 from jobgrove.jobs import kind_infos
 from jobgrove.messaging.connection import connect, decoded
-from jobgrove.messaging.store import Finish, Store
+from jobgrove.messaging.records import Finish
+from jobgrove.messaging.store import Store
 from tests.helpers import wait_for
 
 NODES = ("n1", "n2")

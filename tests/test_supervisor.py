@@ -16,7 +16,8 @@ from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.errors import JobFailedError
 from jobgrove.jobs import Job, JobContext, job_kind
 from jobgrove.messaging.connection import fake_client, fake_server
-from jobgrove.messaging.store import Claim, Store
+from jobgrove.messaging.records import Claim
+from jobgrove.messaging.store import Store
 from tests.helpers import wait_for
 
 RELEASE = threading.Event()

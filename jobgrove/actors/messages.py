@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jobgrove.messaging.store import Claim
+from jobgrove.messaging.records import Claim
 
 
 @dataclasses.dataclass(frozen=True)

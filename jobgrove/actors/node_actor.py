@@ -36,7 +36,8 @@ from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.actors.upkeep import Upkeep
 from jobgrove.errors import StoreUnavailableError
 from jobgrove.joblog import GrowthListener
-from jobgrove.messaging.store import Claim, Finish, Store
+from jobgrove.messaging.records import Claim, Finish
+from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
 

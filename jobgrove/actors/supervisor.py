@@ -30,7 +30,8 @@ from jobgrove.actors.messages import (
 )
 from jobgrove.joblog import GrowthListener, JobLog
 from jobgrove.jobs import Job, JobContext, TreeContext, kind_class
-from jobgrove.messaging.store import Claim, Store
+from jobgrove.messaging.records import Claim
+from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,8 @@ class TreeSupervisor(Actor):
 
     def _start_undo(self, job_id: str, runner: pykka.ActorRef[Any]) -> None:
         try:
-            status = self.store.job_status(job_id)
-            spec = {"kind": status["kind"], "children": []}
+            spec = self.store.job_spec(self.root, job_id)
             result = self.store.results(self.root, [job_id]).get(job_id)
-            params = self._params(job_id)
         except Exception as exc:
             log.warning("cannot prepare undo of job %s: %s", job_id, exc)
             self.node.tell(UndoDone(self.root, job_id))
@@ -149,7 +148,7 @@ class TreeSupervisor(Actor):
             if cls is None:
                 raise LookupError(f"kind {spec['kind']!r} is not registered here")
             claim = Claim(self.root, job_id, "undo", spec, {}, {})
-            ctx = self._context(claim, params, JobLog(self.log_dir, job_id,
+            ctx = self._context(claim, spec.get("params") or {}, JobLog(self.log_dir, job_id,
                                                       self.on_log_growth), result)
             job = cls()
         except Exception as exc:
@@ -157,10 +156,6 @@ class TreeSupervisor(Actor):
             self.node.tell(UndoDone(self.root, job_id))
             return
         runner.tell(RunJob(self.actor_ref, self.node, job, ctx, "undo", undo=True))
-
-    def _params(self, job_id: str) -> dict[str, Any]:
-        raw = self.store.client.hget(self.store.keys.tree_key(self.root, "spec"), job_id)
-        return (json.loads(raw) if raw else {}).get("params") or {}
 
     # -- finishing -------------------------------------------------------------------
     def _job_done(self, done: JobDone) -> None:

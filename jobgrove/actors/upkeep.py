@@ -55,9 +55,6 @@ class Upkeep:
     def finished(self, job_id: str) -> None:
         self._running.pop(job_id, None)
 
-    def running_jobs(self) -> list[tuple[str, str]]:
-        return list(self._running.items())
-
     def running_ids(self) -> list[str]:
         return list(self._running)
 

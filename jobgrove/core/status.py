@@ -26,10 +26,3 @@ def nest_status(flat: Mapping[str, dict[str, Any]], root: str) -> dict[str, Any]
                 stack.append(child)
     return out[root]
 
-
-def summarize_states(flat: Mapping[str, dict[str, Any]]) -> dict[str, int]:
-    """Count jobs per state."""
-    counts: dict[str, int] = {}
-    for record in flat.values():
-        counts[record["state"]] = counts.get(record["state"], 0) + 1
-    return counts

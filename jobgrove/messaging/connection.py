@@ -61,11 +61,3 @@ def decoded(client: Any) -> Any:
                                 **kwargs)
     return redis.Redis(connection_pool=pool)
 
-
-def describe(client: Any) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "server" in kwargs:
-        return "embedded (fakeredis)"
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

@@ -13,7 +13,8 @@ from typing import Any
 
 from jobgrove.core.spec import TAG_KEYS
 from jobgrove.errors import JobgroveError
-from jobgrove.messaging.store import Store, translate_errors
+from jobgrove.messaging.redis_errors import translate_errors
+from jobgrove.messaging.store import Store
 
 MAX_LIMIT = 10_000
 

@@ -35,8 +35,6 @@ class Listener:
             queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._pubsub: Any = None
-        self._kill_count = 0
 
     def start(self) -> None:
         self._thread.start()

@@ -14,7 +14,7 @@ from typing import Any
 
 from jobgrove.errors import CorruptRecordError, NodeNameInUseError
 from jobgrove.messaging.keys import Keys
-from jobgrove.messaging.store import translate_errors
+from jobgrove.messaging.redis_errors import translate_errors
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -116,11 +116,6 @@ class Registry:
                         **{k: v for k, v in record.items() if k not in ("running",)},
                         "alive": bool(is_alive)})
         return out
-
-    def kinds_of(self, name: str) -> list[str]:
-        record = self.record(name) or {}
-        kinds = record.get("kinds", [])
-        return [k for k in kinds if isinstance(k, str)] if isinstance(kinds, list) else []
 
 
 def _decode(name: str, raw: str) -> dict[str, Any]:

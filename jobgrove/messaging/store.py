@@ -7,13 +7,11 @@ atomically, then publishes hints (pub/sub) that tell nodes and viewers to re-rea
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import itertools
 import json
 import uuid
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -21,116 +19,16 @@ from jobgrove.core.spec import JobSpec
 from jobgrove.core.status import nest_status
 from jobgrove.errors import (
     CorruptRecordError,
-    JobgroveError,
     StoreUnavailableError,
     UnknownJobError,
 )
 from jobgrove.messaging.keys import Keys
+from jobgrove.messaging.records import Claim, Finish, Outcome, decode_map, load_json, to_float
+from jobgrove.messaging.redis_errors import refuses_service, translate_errors
 from jobgrove.messaging.scripts import register_scripts
 
-F = TypeVar("F", bound=Callable[..., Any])
-#: Replies of a Redis that is there but cannot serve us now (out of memory, a replica
-#: after a failover, cannot persist, busy script, loading): handled like an outage.
-_UNAVAILABLE_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
-                       redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
-                       redis.exceptions.MasterDownError)
-_UNAVAILABLE_CODES = ("BUSY", "LOADING", "MISCONF", "NOREPLICAS")
 _CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant command
 _PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
-
-
-def refuses_service(exc: Exception) -> bool:
-    """An error reply meaning "Redis is there but cannot serve now" (OOM, read-only,
-    BUSY script, LOADING...): handled like an outage, never as a verdict."""
-    if isinstance(exc, _UNAVAILABLE_ERRORS):
-        return True
-    # redis-py prefixes errors inside a pipeline: "Command # 1 (...) caused error: BUSY"
-    message = str(exc).rsplit(" caused error: ", 1)[-1]
-    return message.startswith(_UNAVAILABLE_CODES)
-
-
-def translate_errors(fn: F) -> F:
-    """Turn redis-py connection failures into StoreUnavailableError."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except JobgroveError:
-            raise  # ours already (WaitTimeoutError is an OSError too)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
-        except redis.ResponseError as exc:
-            if refuses_service(exc):
-                raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """A job this node has just moved to RUNNING, with the token that fences it."""
-
-    root: str
-    id: str
-    token: str
-    spec: dict[str, Any]
-    #: Results of its children (id -> value), and the tree context when claimed.
-    results: dict[str, Any]
-    context: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What a finish or abort did: ``verdict`` ok/stale/finished/unknown (or "error",
-    with the error's text as ``state``), and the final state."""
-
-    verdict: str
-    state: str
-    #: After a SUCCESS: the node whose job (the parent) just became runnable, if any.
-    ready_on: str | None = None
-    #: The parent, claimed in the same step for the reporting node (``Finish.claim``).
-    claimed: Claim | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Finish:
-    """One outcome to record (see ``Store.finish_many``)."""
-
-    root: str
-    job_id: str
-    token: str
-    ok: bool
-    summary: str = ""
-    result: Any = None
-    #: The node recording it: if the parent becomes runnable there, no hint is published
-    #: (that node claims it at once, see ``Outcome.ready_on``).
-    reporter: str = ""
-    #: Claim the parent for ``reporter`` in the same step if it becomes runnable there.
-    claim: bool = False
-
-
-def _loads(raw: str, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError) as exc:
-        raise CorruptRecordError(f"{what}: not valid JSON ({exc})") from exc
-
-
-def _decode_map(raw: str, what: str) -> dict[str, Any]:
-    """A JSON object whose values are themselves JSON texts (as Lua passes them)."""
-    outer = _loads(raw, what)
-    if isinstance(outer, list):  # cjson encodes an empty table as []
-        return {}
-    return {key: _loads(value, f"{what} {key}") for key, value in outer.items()}
-
-
-def _float(raw: Any) -> float | None:
-    try:
-        return None if raw is None else float(raw)
-    except ValueError:
-        return None
 
 
 class Store:
@@ -231,18 +129,18 @@ class Store:
         state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
         if not state:
             raise UnknownJobError(root)
-        created = _float(meta.get("created"))
-        tags = _loads(meta.get("tags", "{}"), f"tree {root} tags")
+        created = to_float(meta.get("created"))
+        tags = load_json(meta.get("tags", "{}"), f"tree {root} tags")
         flat: dict[str, dict[str, Any]] = {}
         for job_id, job_state in state.items():
-            job_spec = _loads(spec.get(job_id, ""), f"job {job_id} spec")
+            job_spec = load_json(spec.get(job_id, ""), f"job {job_id} spec")
             flat[job_id] = {
                 "id": job_id, "root": root, "parent": parent.get(job_id),
                 "node": node.get(job_id), "kind": job_spec.get("kind"),
                 "title": job_spec.get("title"), "state": job_state,
                 "summary": summary.get(job_id), "cause": cause.get(job_id),
-                "created": created, "started": _float(started.get(job_id)),
-                "finished": _float(finished.get(job_id)),
+                "created": created, "started": to_float(started.get(job_id)),
+                "finished": to_float(finished.get(job_id)),
                 "tags": tags if job_id == root else {},
                 "child_ids": job_spec.get("children", []),
             }
@@ -272,13 +170,13 @@ class Store:
         state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
         if state is None:
             raise UnknownJobError(job_id)
-        job_spec = _loads(spec or "", f"job {job_id} spec")
+        job_spec = load_json(spec or "", f"job {job_id} spec")
         return {"id": job_id, "root": root, "parent": parent, "node": node,
                 "kind": job_spec.get("kind"), "title": job_spec.get("title"),
                 "state": state, "summary": summary, "cause": cause,
-                "created": _float(meta[0]), "started": _float(started),
-                "finished": _float(finished),
-                "tags": _loads(meta[1] or "{}", "tags") if job_id == root else {}}
+                "created": to_float(meta[0]), "started": to_float(started),
+                "finished": to_float(finished),
+                "tags": load_json(meta[1] or "{}", "tags") if job_id == root else {}}
 
     @translate_errors
     def tree_finished(self, root: str) -> bool:
@@ -295,12 +193,12 @@ class Store:
         if not ids:
             return {}
         raw = self.client.hmget(self.keys.tree_key(root, "results"), ids)
-        return {i: _loads(r, f"result of {i}") for i, r in zip(ids, raw) if r is not None}
+        return {i: load_json(r, f"result of {i}") for i, r in zip(ids, raw) if r is not None}
 
     @translate_errors
     def context(self, root: str) -> dict[str, Any]:
         raw = self.client.hgetall(self.keys.tree_key(root, "ctx"))
-        return {key: _loads(value, f"context {key}") for key, value in raw.items()}
+        return {key: load_json(value, f"context {key}") for key, value in raw.items()}
 
     @translate_errors
     def set_context(self, root: str, key: str, value: Any) -> None:
@@ -316,6 +214,15 @@ class Store:
         return {i: aborts.get(i) for i, n in running.items() if n == node}
 
     @translate_errors
+    def job_spec(self, root: str, job_id: str) -> dict[str, Any]:
+        """What a job was submitted as: kind, title, params, children ids."""
+        raw = self.client.hget(self.keys.tree_key(root, "spec"), job_id)
+        if raw is None:
+            raise UnknownJobError(job_id)
+        spec: dict[str, Any] = load_json(raw, f"job {job_id} spec")
+        return spec
+
+    @translate_errors
     def reclaim(self, root: str, job_id: str) -> Claim | None:
         """The claim of a job RUNNING in Redis whose claim reply was lost (see
         ``NodeActor._reclaim``): same token, spec, children's results, context."""
@@ -327,18 +234,9 @@ class Store:
         state, token, raw_spec = pipe.execute()
         if state != "RUNNING" or token is None or raw_spec is None:
             return None
-        spec = _loads(raw_spec, f"job {job_id} spec")
+        spec = load_json(raw_spec, f"job {job_id} spec")
         return Claim(root, job_id, token, spec, self.results(root, spec.get("children", [])),
                      self.context(root))
-
-    @translate_errors
-    def tokens(self, root: str, ids: list[str]) -> dict[str, str | None]:
-        raw = self.client.hmget(self.keys.tree_key(root, "token"), ids) if ids else []
-        return dict(zip(ids, raw))
-
-    @translate_errors
-    def has_ready(self, root: str, node: str) -> bool:
-        return bool(self.client.llen(self.keys.tree_key(root, f"ready:{node}")))
 
     @translate_errors
     def node_trees(self, node: str) -> set[str]:
@@ -357,9 +255,9 @@ class Store:
         flat = self._run("claim", root, node, max_jobs, self._token_base())
         if not flat:
             return []
-        context = _decode_map(flat[0], "tree context")
-        return [Claim(root, flat[i], flat[i + 1], _loads(flat[i + 2], f"job {flat[i]} spec"),
-                      _decode_map(flat[i + 3], f"children results of {flat[i]}"), context)
+        context = decode_map(flat[0], "tree context")
+        return [Claim(root, flat[i], flat[i + 1], load_json(flat[i + 2], f"job {flat[i]} spec"),
+                      decode_map(flat[i + 3], f"children results of {flat[i]}"), context)
                 for i in range(1, len(flat), 4)]
 
     def _finish_args(self, item: Finish) -> tuple[list[str], list[Any]]:
@@ -375,10 +273,10 @@ class Store:
         ready_on = (reply[2] or None) if len(reply) > 2 else None
         claimed = None
         if len(reply) > 3:
-            context = _decode_map(reply[3], "tree context")
+            context = decode_map(reply[3], "tree context")
             job_id, token, spec, results = reply[4:8]
-            claimed = Claim(root, job_id, token, _loads(spec, f"job {job_id} spec"),
-                            _decode_map(results, f"children results of {job_id}"), context)
+            claimed = Claim(root, job_id, token, load_json(spec, f"job {job_id} spec"),
+                            decode_map(results, f"children results of {job_id}"), context)
         return Outcome(reply[0], reply[1], ready_on, claimed)
 
     def _safe_outcome(self, root: str, reply: Any) -> Outcome:
