@@ -14,25 +14,12 @@ import pytest
 from jobgrove import Client
 from jobgrove.joblog import log_path
 from tests.helpers import wait_for
-from tests.runtime_helpers import (  # noqa: F401 (rec: an autouse fixture)
+
+# rec: an autouse fixture, imported so that it applies here.
+from tests.runtime_helpers import (  # noqa: F401
     REC,
     STAMP,
-    check_leaf_first,
     flat,
-    live_in_group,
-    log_lines,
-    rec,
-    state_of,
-    step,
-    submit,
-    walk,
-)
-    REC,
-    STAMP,
-    check_leaf_first,
-    flat,
-    live_in_group,
-    log_lines,
     rec,
     state_of,
     step,
