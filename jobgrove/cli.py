@@ -57,25 +57,6 @@ def _read_spec(path: str) -> Any:
         raise UsageError(f"{path}: not valid JSON: {exc}") from exc
 
 
-def follow_tree(client: Any, tree_id: str, console: Console, logs: bool = True) -> dict[str, Any]:
-    """Draw the tree live until done (with the tail of running jobs' logs)."""
-    from jobgrove.render import follow
-    from jobgrove.tails import LogTails
-
-    root = client.store.resolve_root(tree_id)
-    pubsub = client.store.client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(client.keys.tree_channel(root))
-    tails = LogTails(client) if logs else None
-    try:
-        return follow(lambda: client.status(root),
-                      lambda timeout: pubsub.get_message(timeout=timeout),
-                      console, tails.render if tails else None)
-    finally:
-        pubsub.close()
-        if tails is not None:
-            tails.close()
-
-
 # -- commands ---------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     spec = _read_spec(args.spec)
@@ -92,7 +73,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _print_json(status)
     else:
         print(tree_id)
-        status = follow_tree(client, tree_id, Console())
+        from jobgrove.render import follow_tree
+        from jobgrove.tails import LogTails
+
+        tails = LogTails(client)
+        try:
+            status = follow_tree(client, tree_id, Console(), tails.render)
+        finally:
+            tails.close()
     return _outcome_code(status)
 
 

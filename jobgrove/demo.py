@@ -15,7 +15,7 @@ from jobgrove.client import Client
 from jobgrove.joblog import log_path
 from jobgrove.messaging.connection import fake_client, fake_server
 from jobgrove.node import Node
-from jobgrove.render import counts, follow
+from jobgrove.render import counts, follow_tree
 from jobgrove.tails import LogTails, file_reader
 
 
@@ -116,14 +116,7 @@ def _run(console: Console, client: Client, tails: LogTails, log_dirs: dict[str, 
          spec: dict[str, Any], expected: str) -> bool:
     tree_id = client.submit(spec)
     console.print(f"submitted [bold]{spec['title']}[/] as {tree_id}", highlight=False)
-    pubsub = client.store.client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(client.keys.tree_channel(tree_id))
-    try:
-        status = follow(lambda: client.status(tree_id),
-                        lambda timeout: pubsub.get_message(timeout=timeout), console,
-                        tails.render)
-    finally:
-        pubsub.close()
+    status = follow_tree(client, tree_id, console, tails.render)
     console.print()
     if expected == "SUCCESS":
         _show_log(console, log_dirs, _find(status, "build"))

@@ -113,3 +113,18 @@ def follow(fetch: Callable[[], dict[str, Any]], wait_change: Callable[[float], N
             status = fetch()
     console.print()
     return status
+
+
+def follow_tree(client: Any, tree_id: str, console: Console,
+                extra: Callable[[dict[str, Any]], RenderableType | None] | None = None
+                ) -> dict[str, Any]:
+    """``follow`` a stored tree: redrawn on every status message (only a hint to
+    re-read) and at least four times a second."""
+    root = client.store.resolve_root(tree_id)
+    pubsub = client.store.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(client.keys.tree_channel(root))
+    try:
+        return follow(lambda: client.status(root),
+                      lambda timeout: pubsub.get_message(timeout=timeout), console, extra)
+    finally:
+        pubsub.close()

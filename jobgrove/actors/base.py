@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 from typing import Any
 
 import pykka
+
+log = logging.getLogger(__name__)
 
 
 class Actor(pykka.ThreadingActor):
@@ -23,3 +26,15 @@ class Actor(pykka.ThreadingActor):
         # SimpleQueue passes messages about five times faster than queue.Queue, which
         # matters at thousands of jobs per second.
         return queue.SimpleQueue()
+
+    def on_receive(self, message: Any) -> Any:
+        # An exception escaping a told message would stop the actor for good (pykka),
+        # stranding whatever it owns (a node's lease and slots, a tree's outcomes).
+        try:
+            self.receive(message)
+        except Exception:
+            log.exception("%s: handling %s failed", self, type(message).__name__)
+        return None
+
+    def receive(self, message: Any) -> None:
+        """Handle one told message (subclasses); exceptions are logged, not fatal."""

@@ -51,7 +51,7 @@ class JobActor(Actor):
     runs: abort goes around it, through ``ctx.abort_event`` and ``job.abort(ctx)``."""
 
 
-    def on_receive(self, message: Any) -> Any:
+    def receive(self, message: Any) -> None:
         if isinstance(message, RunJob):
             try:
                 if message.undo:
@@ -59,11 +59,7 @@ class JobActor(Actor):
                 else:
                     self._run(message)
             finally:
-                try:
-                    message.ctx.log.close()
-                except OSError:
-                    log.exception("closing the log of job %s failed", message.ctx.job_id)
-        return None
+                message.ctx.log.close()
 
     def _run(self, msg: RunJob) -> None:
         ctx = msg.ctx

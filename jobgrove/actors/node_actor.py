@@ -75,16 +75,7 @@ class NodeActor(Actor):
         self.retry_at = 0.0
 
     # -- message dispatch ------------------------------------------------------------
-    def on_receive(self, message: Any) -> Any:
-        # An exception escaping a told message would stop this actor for good (pykka),
-        # leaving a process that holds no lease and runs nothing.
-        try:
-            self._receive(message)
-        except Exception:
-            log.exception("node %s: handling %s failed", self.name, type(message).__name__)
-        return None
-
-    def _receive(self, message: Any) -> None:
+    def receive(self, message: Any) -> None:
         if isinstance(message, JobDone | Fence):
             if message.job_id not in self.runner_of:
                 # The other of a success and a fence that crossed: the first one counts

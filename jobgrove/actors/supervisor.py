@@ -59,16 +59,7 @@ class TreeSupervisor(Actor):
         self.running: dict[str, _Running] = {}
         self.aborting = False
 
-    def on_receive(self, message: Any) -> Any:
-        # An exception escaping a told message would stop this actor for good (pykka)
-        # and strand its jobs' outcomes.
-        try:
-            self._receive(message)
-        except Exception:
-            log.exception("tree %s: handling %s failed", self.root, type(message).__name__)
-        return None
-
-    def _receive(self, message: Any) -> None:
+    def receive(self, message: Any) -> None:
         if isinstance(message, StartJobs):
             for claim, runner in zip(message.claims, message.runners):
                 try:

@@ -31,6 +31,20 @@ _CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant comma
 _PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
 
 
+def _status(job_id: str, root: str, state: str, node: str | None, parent: str | None,
+            spec: str | None, started: str | None, finished: str | None,
+            summary: str | None, cause: str | None, created: float | None,
+            tags: dict[str, str]) -> dict[str, Any]:
+    """One job's status object (the contract's shape, ``child_ids`` for children)."""
+    job_spec = load_json(spec or "", f"job {job_id} spec")
+    return {"id": job_id, "root": root, "parent": parent, "node": node,
+            "kind": job_spec.get("kind"), "title": job_spec.get("title"), "state": state,
+            "summary": summary, "cause": cause, "created": created,
+            "started": to_float(started), "finished": to_float(finished),
+            "tags": tags if job_id == root else {},
+            "child_ids": job_spec.get("children", [])}
+
+
 class Store:
     """Jobs and trees in Redis (or fakeredis, through the same client API)."""
 
@@ -131,20 +145,10 @@ class Store:
             raise UnknownJobError(root)
         created = to_float(meta.get("created"))
         tags = load_json(meta.get("tags", "{}"), f"tree {root} tags")
-        flat: dict[str, dict[str, Any]] = {}
-        for job_id, job_state in state.items():
-            job_spec = load_json(spec.get(job_id, ""), f"job {job_id} spec")
-            flat[job_id] = {
-                "id": job_id, "root": root, "parent": parent.get(job_id),
-                "node": node.get(job_id), "kind": job_spec.get("kind"),
-                "title": job_spec.get("title"), "state": job_state,
-                "summary": summary.get(job_id), "cause": cause.get(job_id),
-                "created": created, "started": to_float(started.get(job_id)),
-                "finished": to_float(finished.get(job_id)),
-                "tags": tags if job_id == root else {},
-                "child_ids": job_spec.get("children", []),
-            }
-        return flat
+        return {job_id: _status(job_id, root, job_state, node.get(job_id), parent.get(job_id),
+                                spec.get(job_id), started.get(job_id), finished.get(job_id),
+                                summary.get(job_id), cause.get(job_id), created, tags)
+                for job_id, job_state in state.items()}
 
     def tree_status(self, job_id: str) -> dict[str, Any]:
         """The whole tree of any of its jobs, nested (the contract's status JSON)."""
@@ -170,13 +174,11 @@ class Store:
         state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
         if state is None:
             raise UnknownJobError(job_id)
-        job_spec = load_json(spec or "", f"job {job_id} spec")
-        return {"id": job_id, "root": root, "parent": parent, "node": node,
-                "kind": job_spec.get("kind"), "title": job_spec.get("title"),
-                "state": state, "summary": summary, "cause": cause,
-                "created": to_float(meta[0]), "started": to_float(started),
-                "finished": to_float(finished),
-                "tags": load_json(meta[1] or "{}", "tags") if job_id == root else {}}
+        tags = load_json(meta[1] or "{}", "tags") if job_id == root else {}
+        record = _status(job_id, root, state, node, parent, spec, started, finished, summary,
+                         cause, to_float(meta[0]), tags)
+        del record["child_ids"]
+        return record
 
     @translate_errors
     def tree_finished(self, root: str) -> bool:
