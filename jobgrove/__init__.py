@@ -21,7 +21,7 @@ from jobgrove.errors import (
     UnknownNodeError,
     WaitTimeoutError,
 )
-from jobgrove.jobs import Job, JobContext, job_kind
+from jobgrove.jobs.api import Job, JobContext, job_kind
 from jobgrove.node import Node
 
 __all__ = [

@@ -1,3 +1,3 @@
-from jobgrove.cli import main
+from jobgrove.cli.main import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ from typing import Any
 
 from jobgrove.core.spec import parse_spec
 from jobgrove.errors import UnknownJobError, UnknownNodeError, WaitTimeoutError
-from jobgrove.jobs import kind_infos
+from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.listing import Page, list_trees
@@ -89,9 +89,7 @@ class Client:
         """Block until the tree is done (root finished, nothing running); its status."""
         root = self.store.resolve_root(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(self.keys.done_channel(root))
+        with self.store.done_hints(root) as hints:
             check_at = 0.0
             while True:
                 now = time.monotonic()
@@ -104,8 +102,6 @@ class Client:
                 if deadline is not None and now >= deadline:
                     raise WaitTimeoutError(f"tree {root} not finished after {timeout}s")
                 wait = check_at - now if deadline is None else min(check_at, deadline) - now
-                if pubsub.get_message(timeout=max(wait, 0.001)) is not None:
+                if hints.wait(wait):
                     check_at = 0.0
-        finally:
-            pubsub.close()
         return self.status(root)

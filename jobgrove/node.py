@@ -19,11 +19,11 @@ from jobgrove.actors.messages import Hint, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
-from jobgrove.builtin_kinds import SHELL_GRACE
 from jobgrove.core.spec import MAX_NAME, check_node_name
 from jobgrove.errors import JobgroveError, StoreUnavailableError
-from jobgrove.joblog import GrowthListener
-from jobgrove.jobs import kind_class, kind_names
+from jobgrove.jobs.api import kind_class, kind_names
+from jobgrove.jobs.builtin import SHELL_GRACE
+from jobgrove.jobs.log import GrowthListener
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Listener
@@ -132,7 +132,7 @@ class Node:
                     abort_grace=self.abort_grace, upkeep=upkeep, on_log_growth=self.on_log_growth)
                 actor = self.actor
                 self._listener = Listener(
-                    self.store.client, [self.keys.node_channel(self.name)],
+                    self.store, [self.keys.node_channel(self.name)],
                     on_message=lambda _ch, msg: _route(actor, msg),
                     on_up=lambda: actor.tell(Reconnected()),
                     on_down=lambda err: actor.tell(ListenerDown(err)),
@@ -172,7 +172,7 @@ class Node:
             self.stop(graceful=False)
 
     def _start_endpoint(self) -> None:
-        from jobgrove.endpoint import Endpoint
+        from jobgrove.endpoint.app import Endpoint
 
         assert self.listen is not None
         self.endpoint = Endpoint(node_name=self.name, store=self.store, registry=self.registry,

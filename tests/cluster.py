@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from jobgrove import Client, Job, JobAbortedError, JobContext, JobFailedError, job_kind
-from jobgrove.joblog import log_path
+from jobgrove.jobs.log import log_path
 from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parent.parent

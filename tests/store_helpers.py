@@ -6,7 +6,7 @@ from typing import Any
 
 from jobgrove.core.model import TreeModel
 from jobgrove.core.spec import parse_spec
-from jobgrove.jobs import kind_infos
+from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.store import Store
 

@@ -10,7 +10,7 @@ import pytest
 from jobgrove.core.model import TreeModel
 from jobgrove.core.spec import parse_spec
 from jobgrove.core.states import FINISHED, State, can_transition
-from jobgrove.jobs import kind_infos
+from jobgrove.jobs.api import kind_infos
 
 
 def build(spec: dict[str, Any]) -> tuple[TreeModel, dict[str, str]]:

@@ -13,7 +13,7 @@ import pytest
 from jobgrove.core import spec as spec_module
 from jobgrove.core.spec import MAX_DEPTH, MAX_JOBS, MAX_NAME, JobSpec, KindInfo, parse_spec
 from jobgrove.errors import SpecError
-from jobgrove.jobs import kind_infos
+from jobgrove.jobs.api import kind_infos
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from jobgrove import Client
-from jobgrove.joblog import log_path
+from jobgrove.jobs.log import log_path
 from tests.helpers import wait_for
 
 # rec: an autouse fixture, imported so that it applies here.

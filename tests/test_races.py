@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from jobgrove.core.spec import parse_spec
-from jobgrove.jobs import kind_infos
+from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.records import Finish
 from jobgrove.messaging.store import Store

@@ -14,7 +14,7 @@ import redis
 
 from jobgrove import Client, WaitTimeoutError
 from jobgrove.core.spec import parse_spec
-from jobgrove.jobs import kind_infos
+from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.records import Finish
 from jobgrove.messaging.redis_errors import refuses_service
 from tests.helpers import wait_for

@@ -14,7 +14,7 @@ from jobgrove.actors.job_actor import JobActor
 from jobgrove.actors.messages import JobDone, StartJobs, Tick
 from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.errors import JobFailedError
-from jobgrove.jobs import Job, JobContext, job_kind
+from jobgrove.jobs.api import Job, JobContext, job_kind
 from jobgrove.messaging.connection import fake_client, fake_server
 from jobgrove.messaging.records import Claim
 from jobgrove.messaging.store import Store

@@ -12,8 +12,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from jobgrove.auth import mint_token
-from jobgrove.messaging.ws_client import WsError, stream_log
+from jobgrove.cli.logs import stream_log
+from jobgrove.endpoint.auth import mint_token
+from jobgrove.endpoint.client import WsError
 from tests.ws_helpers import UUID, Cluster, cluster_of, recv_json
 
 

@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from jobgrove.messaging.ws_server import Limits
+from jobgrove.endpoint.http import Limits
 from tests.ws_helpers import UUID, Cluster, cluster_of, recv_json, until
 
 

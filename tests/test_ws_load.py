@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from jobgrove.messaging.wire import Request
-from jobgrove.messaging.ws_connection import TOO_SLOW, Connection
-from jobgrove.messaging.ws_server import Limits
+from jobgrove.endpoint.connection import TOO_SLOW, Connection
+from jobgrove.endpoint.http import Limits, Request
 from tests.helpers import wait_for
 from tests.ws_helpers import Cluster, cluster_of, recv_json
 

@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from jobgrove.messaging.ws_client import (
-    WsError,
-    fetch_tree,
-    print_log,
-    stream_log,
-    tail_reader,
-)
+from jobgrove.cli.logs import fetch_tree, print_log, stream_log, tail_reader
+from jobgrove.endpoint.client import WsError
 from tests.helpers import free_port, wait_for
 from tests.ws_helpers import UUID, Cluster, cluster_of, recv_json, until
 

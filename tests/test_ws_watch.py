@@ -16,7 +16,7 @@ import pytest
 import redis
 from websockets.sync.client import connect as ws_connect
 
-from jobgrove import endpoint
+from jobgrove.endpoint import app as endpoint
 from jobgrove.messaging.pubsub import Listener
 from tests.helpers import RedisServer, wait_for
 from tests.ws_helpers import Cluster, cluster_of, recv_json, until

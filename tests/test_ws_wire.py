@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import wsproto.frame_protocol as fp
 
-from jobgrove.auth import (
+from jobgrove.endpoint import wire
+from jobgrove.endpoint.auth import (
     AuthError,
     is_loopback_host,
     mint_token,
@@ -17,7 +18,6 @@ from jobgrove.auth import (
     split_host,
     verify_token,
 )
-from jobgrove.messaging import wire
 from tests.helpers import wait_for
 from tests.ws_helpers import UUID, Cluster, cluster_of
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from jobgrove import Client, Node
-from jobgrove.endpoint import Endpoint
+from jobgrove.endpoint.app import Endpoint
 from jobgrove.messaging.connection import connect
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
@@ -50,7 +50,7 @@ class Cluster:
                                    "params": {"command": ["sh", "-c", script]}, **spec})
 
     def log_bytes(self, node: str, job: str) -> bytes:
-        from jobgrove.joblog import log_path
+        from jobgrove.jobs.log import log_path
 
         return log_path(f"{self.log_dir}/{node}", job).read_bytes()
 

@@ -19,7 +19,7 @@ import pykka
 from jobgrove.actors.base import Actor
 from jobgrove.actors.messages import JobDone, UndoDone
 from jobgrove.errors import JobAbortedError, JobFailedError
-from jobgrove.jobs import Job, JobContext
+from jobgrove.jobs.api import Job, JobContext
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
-import redis
 
 from jobgrove.actors.base import Actor
 from jobgrove.actors.job_actor import JobActor
@@ -35,7 +34,7 @@ from jobgrove.actors.messages import (
 from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.actors.upkeep import Upkeep
 from jobgrove.errors import StoreUnavailableError
-from jobgrove.joblog import GrowthListener
+from jobgrove.jobs.log import GrowthListener
 from jobgrove.messaging.records import Claim, Finish
 from jobgrove.messaging.store import Store
 
@@ -188,7 +187,7 @@ class NodeActor(Actor):
     def _store_call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except (StoreUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
+        except StoreUnavailableError as exc:
             log.debug("%s failed: %s", what, exc)
             self._set_redis(False, str(exc))
             return None

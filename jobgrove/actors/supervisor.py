@@ -28,8 +28,8 @@ from jobgrove.actors.messages import (
     Tick,
     UndoDone,
 )
-from jobgrove.joblog import GrowthListener, JobLog
-from jobgrove.jobs import Job, JobContext, TreeContext, kind_class
+from jobgrove.jobs.api import Job, JobContext, TreeContext, kind_class
+from jobgrove.jobs.log import GrowthListener, JobLog
 from jobgrove.messaging.records import Claim
 from jobgrove.messaging.store import Store
 

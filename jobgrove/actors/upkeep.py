@@ -145,14 +145,13 @@ class Upkeep:
         for node in nodes:
             if node["alive"] or node["name"] == self.name or node.get("reaped"):
                 continue
-            lock = self.store.keys.reaper_lock(node["name"])
             # One reaper per lost node; the scripts would make a second pass a no-op anyway.
-            if not self.store.client.set(lock, self.name, nx=True, px=int(self.lease * 3000)):
+            if not self.registry.lock_reaper(node["name"], self.name, int(self.lease * 3000)):
                 continue
             ended = self._reap(node["name"], f"node {node['name']} lost (lease expired)",
                                lost=True)
             record = self.registry.record(node["name"]) or {}
-            if not self.store.client.exists(self.store.keys.lease(node["name"])):
+            if not self.registry.lease_held(node["name"]):
                 self.registry.write_record(node["name"], {**record, "reaped": True,
                                                           "running": []})
             if ended:
@@ -161,11 +160,10 @@ class Upkeep:
 
     def _reap(self, node: str, summary: str, lost: bool = False) -> list[str]:
         ended: list[str] = []
-        lease = self.store.keys.lease(node)
         for root in self.store.node_trees(node):
             # A lost node that comes back (restarted under its name) holds its lease
             # again: from then on its RUNNING jobs are its own, not the reaper's.
-            if lost and self.store.client.exists(lease):
+            if lost and self.registry.lease_held(node):
                 break
             ended.extend(self.store.reap(root, node, summary))
         return ended
@@ -173,35 +171,8 @@ class Upkeep:
     # -- reconciliation reads --------------------------------------------------------------
     def tree_flags(self, node: str) -> dict[str, tuple[bool, bool]]:
         """For each tree with jobs on ``node``: (finished, aborting)."""
-        roots = sorted(self.store.node_trees(node))
-        if not roots:
-            return {}
-        pipe = self.store.client.pipeline(transaction=False)
-        for root in roots:
-            meta = self.store.keys.tree_key(root, "meta")
-            pipe.hexists(meta, "finished")
-            pipe.hexists(meta, "abort_cause")
-        flags = pipe.execute()
-        return {root: (bool(flags[2 * i]), bool(flags[2 * i + 1]))
-                for i, root in enumerate(roots)}
+        return self.store.tree_flags(node)
 
     def claim_undo(self, root: str, limit: int) -> list[str]:
-        """Up to ``limit`` SUCCESS jobs of ``root`` on this node whose kind has an undo
-        hook, each claimed once cluster-wide (HSETNX), so the hook runs exactly once."""
-        if not self.undo_kinds:
-            return []
-        k = self.store.keys
-        if not self.store.client.hexists(k.tree_key(root, "meta"), "abort_cause"):
-            return []
-        flat = self.store.tree_flat(root)
-        ids = [j["id"] for j in flat.values()
-               if j["state"] == "SUCCESS" and j["node"] == self.name
-               and j["kind"] in self.undo_kinds]
-        undone = k.tree_key(root, "undone")
-        claimed: list[str] = []
-        for job_id in ids:
-            if len(claimed) >= limit:
-                break
-            if self.store.client.hsetnx(undone, job_id, self.name):
-                claimed.append(job_id)
-        return claimed
+        """Up to ``limit`` undo hooks owed here for an aborted tree, each claimed once."""
+        return self.store.claim_undo(root, self.name, self.undo_kinds, limit)

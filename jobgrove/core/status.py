@@ -1,16 +1,25 @@
-"""Status objects: the contract's JSON shape of a job, nested by children."""
+"""Status objects: the contract's JSON shape of a job, nested by children, and the one
+walk over such a tree that every reader (CLI, renderer, demo, log broadcast) uses.
+
+Walks are iterative: trees can be 256 levels deep and 200,000 jobs wide.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from jobgrove.core.states import FINISHED, State
 
-def nest_status(flat: Mapping[str, dict[str, Any]], root: str) -> dict[str, Any]:
+Status = dict[str, Any]
+_FINISHED_NAMES = frozenset(s.value for s in FINISHED)
+
+
+def nest_status(flat: Mapping[str, dict[str, Any]], root: str) -> Status:
     """Nest flat status objects into a tree, starting at ``root``.
 
     Each flat object carries ``child_ids`` (the order of the spec); the result
-    has ``children`` lists instead, built iteratively (trees can be very deep).
+    has ``children`` lists instead.
     """
     out: dict[str, dict[str, Any]] = {}
     for job_id, record in flat.items():
@@ -26,3 +35,36 @@ def nest_status(flat: Mapping[str, dict[str, Any]], root: str) -> dict[str, Any]
                 stack.append(child)
     return out[root]
 
+
+def walk(status: Status) -> Iterator[Status]:
+    """Every job of a nested status, the root first (depth first)."""
+    stack = [status]
+    while stack:
+        job = stack.pop()
+        yield job
+        stack.extend(reversed(job.get("children", ())))
+
+
+def find(status: Status, job_id: str) -> Status | None:
+    """The job ``job_id`` inside a nested status, or None."""
+    return next((job for job in walk(status) if job["id"] == job_id), None)
+
+
+def states(status: Status) -> dict[str, str]:
+    """Every job's state by id."""
+    return {job["id"]: job["state"] for job in walk(status)}
+
+
+def counts(status: Status) -> dict[str, int]:
+    """How many jobs are in each state."""
+    out: dict[str, int] = {}
+    for job in walk(status):
+        out[job["state"]] = out.get(job["state"], 0) + 1
+    return out
+
+
+def is_done(status: Status) -> bool:
+    """Root finished and nothing left running (what ``Client.wait`` waits for)."""
+    if status["state"] not in _FINISHED_NAMES:
+        return False
+    return all(job["state"] != State.RUNNING.value for job in walk(status))

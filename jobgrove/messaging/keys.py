@@ -1,8 +1,41 @@
-"""Redis key and channel names. One tree's keys all share the hash tag ``{root}``."""
+"""Every Redis key and pub/sub channel jobgrove uses, named in this one module.
+
+One tree's keys all share the hash tag ``{root}`` (so they live in one hash slot, and a
+script over one tree works on Redis Cluster too). What spans trees (the id index, tag
+indexes, the node registry, per-node tree sets) lives in keys of its own, written in
+separate steps.
+
+The Lua scripts get their key names from here as well: ``lua_names()`` is the prelude
+that names every per-tree key and channel for the script's tree (see ``scripts.py``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+
+#: The per-tree keys: ``<ns>:{<root>}:<part>``. Hashes by job id unless noted.
+TREE_PARTS: dict[str, str] = {
+    "meta": "the tree's own fields: root, title, created, tags, size, finished, abort_cause",
+    "spec": "job id -> JSON spec (id, parent, node, kind, title, params, children)",
+    "state": "job id -> state",
+    "node": "job id -> the node it runs on",
+    "parent": "job id -> parent id (the root has none)",
+    "pending": "job id -> children not yet SUCCESS",
+    "started": "job id -> start time (Redis server clock)",
+    "finished": "job id -> finish time",
+    "summary": "job id -> one-line outcome",
+    "cause": "job id -> the job whose failure or abort aborted it",
+    "token": "job id -> run token of its current run (fences late results)",
+    "running": "job id -> node, for RUNNING jobs",
+    "abort": "job id -> cause, for RUNNING jobs asked to abort",
+    "results": "job id -> JSON result of a SUCCESS job",
+    "ctx": "key -> JSON value: the tree-wide context",
+    "undone": "job id -> node that ran its on_tree_aborted hook",
+    "open": "set of jobs not finished yet",
+    "nodes": "set of the nodes the tree has jobs on",
+}
+#: ``<ns>:{<root>}:ready:<node>``: list of the tree's runnable jobs on one node.
+READY_PART = "ready"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -11,27 +44,20 @@ class Keys:
 
     ns: str = "jg"
 
+    # -- one tree ------------------------------------------------------------------------
     def tree(self, root: str) -> str:
-        """Prefix of every key of one tree; scripts derive the rest from it."""
+        """Prefix of every key of one tree."""
         return f"{self.ns}:{{{root}}}"
 
     def tree_key(self, root: str, part: str) -> str:
+        if part not in TREE_PARTS and not part.startswith(f"{READY_PART}:"):
+            raise ValueError(f"unknown tree key part {part!r}")
         return f"{self.ns}:{{{root}}}:{part}"
 
-    @property
-    def channel_prefix(self) -> str:
-        return f"{self.ns}:ch:"
+    def ready(self, root: str, node: str) -> str:
+        return f"{self.ns}:{{{root}}}:{READY_PART}:{node}"
 
-    def node_channel(self, node: str) -> str:
-        return f"{self.ns}:ch:node:{node}"
-
-    def tree_channel(self, root: str) -> str:
-        return f"{self.ns}:ch:tree:{root}"
-
-    def done_channel(self, root: str) -> str:
-        """Only the tree's ``done`` message (for waiters)."""
-        return f"{self.ns}:ch:done:{root}"
-
+    # -- across trees --------------------------------------------------------------------
     @property
     def roots(self) -> str:
         """Hash: any job id -> its tree's root id."""
@@ -43,6 +69,7 @@ class Keys:
         return f"{self.ns}:trees"
 
     def tag(self, key: str, value: str) -> str:
+        """Sorted set of the roots tagged ``key=value``, scored by creation time."""
         return f"{self.ns}:tag:{key}:{value}"
 
     def node_trees(self, node: str) -> str:
@@ -55,7 +82,49 @@ class Keys:
         return f"{self.ns}:nodes"
 
     def lease(self, node: str) -> str:
+        """String with a TTL: the token of the process that holds the node's name."""
         return f"{self.ns}:lease:{node}"
 
     def reaper_lock(self, node: str) -> str:
+        """String with a TTL: the live node reaping the lost node ``node``."""
         return f"{self.ns}:reaping:{node}"
+
+    # -- channels ------------------------------------------------------------------------
+    @property
+    def channel_prefix(self) -> str:
+        return f"{self.ns}:ch:"
+
+    def node_channel(self, node: str) -> str:
+        """Hints for one node: ``{"t": "ready"|"abort"|"done", "root": ...}``."""
+        return f"{self.ns}:ch:node:{node}"
+
+    def tree_channel(self, root: str) -> str:
+        """Every status change of one tree (``status``, ``abort`` and ``done`` events)."""
+        return f"{self.ns}:ch:tree:{root}"
+
+    def done_channel(self, root: str) -> str:
+        """Only the tree's ``done`` message (for waiters)."""
+        return f"{self.ns}:ch:done:{root}"
+
+    def endpoint_channel(self, node: str) -> str:
+        """The endpoint listener's own channel (it keeps the subscription open)."""
+        return f"{self.ns}:ch:endpoint:{node}"
+
+
+def lua_names() -> str:
+    """The Lua prelude naming one tree's keys and channels, from ``NS`` and ``ROOT``.
+
+    ``K.<part>`` for every part of ``TREE_PARTS``, ``ready_key(node)``,
+    ``TREE_CHANNEL``, ``DONE_CHANNEL`` and ``node_channel(node)``: the same names as the
+    ``Keys`` methods above.
+    """
+    lines = ["local T = NS .. ':{' .. ROOT .. '}'", "local K = {"]
+    lines += [f"  {part} = T .. ':{part}'," for part in TREE_PARTS]
+    lines += [
+        "}",
+        f"local function ready_key(node) return T .. ':{READY_PART}:' .. node end",
+        "local TREE_CHANNEL = NS .. ':ch:tree:' .. ROOT",
+        "local DONE_CHANNEL = NS .. ':ch:done:' .. ROOT",
+        "local function node_channel(node) return NS .. ':ch:node:' .. node end",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,11 @@
-"""The pub/sub listener: one thread that reads Redis pub/sub and hands messages on.
+"""Pub/sub: hints to re-read Redis, never the only carrier of a fact.
 
-It only decodes and calls ``on_message`` (which must not block: actors just ``tell``).
-Messages are hints to re-read Redis, so losing some is harmless; what matters is
-that every (re)subscription is reported (``on_up``, or a channel's ``on_subscribed``)
-so the owner reconciles.
+``Listener`` is one thread that reads a node's (or an endpoint's) channels and hands
+each message on: it only decodes and calls ``on_message`` (which must not block:
+actors just ``tell``). Losing messages is harmless; what matters is that every
+(re)subscription is reported (``on_up``, or a channel's ``on_subscribed``) so the
+owner reconciles. ``Hints`` is the blocking counterpart for one waiting thread
+(``Client.wait``, ``submit --follow``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -22,11 +25,17 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[str, dict[str, Any]], None]
 
 
+class PubSubSource(Protocol):
+    """Where pub/sub connections come from: the ``Store`` (or a redis-py client)."""
+
+    def pubsub(self, **kwargs: Any) -> Any: ...
+
+
 class Listener:
-    def __init__(self, client: Any, channels: list[str], on_message: MessageHandler,
+    def __init__(self, source: PubSubSource, channels: list[str], on_message: MessageHandler,
                  on_up: Callable[[], None], on_down: Callable[[str], None],
                  name: str = "jobgrove-pubsub") -> None:
-        self.client = client
+        self.source = source
         self.channels = set(channels)
         self.on_message = on_message
         self.on_up = on_up
@@ -75,7 +84,7 @@ class Listener:
     def _loop(self) -> None:
         backoff = 0.05
         while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.source.pubsub(ignore_subscribe_messages=True)
             try:
                 self._apply_changes(pubsub)
                 pubsub.subscribe(*sorted(self.channels))
@@ -118,3 +127,41 @@ class Listener:
             self.on_message(str(channel), payload)
         except Exception:
             log.exception("pub/sub handler failed on %s", channel)
+
+
+class Hints:
+    """One waiting thread's subscription to some channels: ``wait`` returns True when a
+    message came (time to re-read Redis). A broken connection also returns True (after
+    a short pause), so the caller re-reads and sees the outage as the store reports it;
+    the subscription is made again on the next ``wait``."""
+
+    def __init__(self, source: PubSubSource, channels: list[str]) -> None:
+        self._source = source
+        self._channels = channels
+        self._pubsub: Any = None
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            if self._pubsub is None:
+                self._pubsub = self._source.pubsub(ignore_subscribe_messages=True)
+                self._pubsub.subscribe(*self._channels)
+                return True  # anything published before the subscription is missed
+            return self._pubsub.get_message(timeout=max(timeout, 0.001)) is not None
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self.close()
+            time.sleep(min(timeout, 0.5))
+            return True
+
+    def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:
+                log.debug("closing pub/sub failed", exc_info=True)
+
+    def __enter__(self) -> Hints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from typing import Any
 
 from jobgrove.errors import CorruptRecordError
+
+
+class Verdict(str, enum.Enum):
+    """What a state-change script did."""
+
+    OK = "ok"  #: applied
+    STALE = "stale"  #: a finish whose run token no longer matches: nothing changed
+    FINISHED = "finished"  #: an abort of a job that had already finished
+    UNKNOWN = "unknown"  #: no such job
+    ERROR = "error"  #: Redis answered with an error that a retry would not change
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,10 +38,10 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What a finish or abort did: ``verdict`` ok/stale/finished/unknown (or "error",
-    with the error's text as ``state``), and the final state."""
+    """What a finish or abort did, and the job's state after it (for ``ERROR``, the
+    error's text)."""
 
-    verdict: str
+    verdict: Verdict
     state: str
     #: After a SUCCESS: the node whose job (the parent) just became runnable, if any.
     ready_on: str | None = None
@@ -52,6 +66,7 @@ class Finish:
     claim: bool = False
 
 
+# -- decoding what Redis holds or returns ------------------------------------------------
 def load_json(raw: str, what: str) -> Any:
     try:
         return json.loads(raw)
@@ -72,3 +87,39 @@ def to_float(raw: Any) -> float | None:
         return None if raw is None else float(raw)
     except ValueError:
         return None
+
+
+def decode_claims(root: str, flat: list[Any]) -> list[Claim]:
+    """A claim script's reply: the tree context (JSON), then per job its id, run token,
+    spec (JSON) and children's results (a JSON object of JSON texts)."""
+    if not flat:
+        return []
+    context = decode_map(flat[0], "tree context")
+    return [_claim(root, flat[i:i + 4], context) for i in range(1, len(flat), 4)]
+
+
+def _claim(root: str, item: list[Any], context: dict[str, Any]) -> Claim:
+    job_id, token, spec, results = item
+    return Claim(root, job_id, token, load_json(spec, f"job {job_id} spec"),
+                 decode_map(results, f"children results of {job_id}"), context)
+
+
+def decode_outcome(root: str, reply: list[Any]) -> Outcome:
+    """A finish/abort script's reply: verdict, state, then for a finish that made the
+    parent runnable its node, and if the reporter claimed it, the context and the claim."""
+    ready_on = (reply[2] or None) if len(reply) > 2 else None
+    claimed = None
+    if len(reply) > 3:
+        claimed = _claim(root, reply[4:8], decode_map(reply[3], "tree context"))
+    return Outcome(Verdict(reply[0]), reply[1], ready_on, claimed)
+
+
+def safe_outcome(root: str, reply: Any) -> Outcome:
+    """``decode_outcome`` for one reply of a pipeline: an error reply, or one that does
+    not decode, becomes an ``ERROR`` outcome instead of an exception."""
+    if isinstance(reply, Exception):
+        return Outcome(Verdict.ERROR, str(reply))
+    try:
+        return decode_outcome(root, reply)
+    except (CorruptRecordError, IndexError, TypeError, ValueError) as exc:
+        return Outcome(Verdict.ERROR, f"unreadable reply {reply!r:.200}: {exc}")

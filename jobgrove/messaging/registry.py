@@ -81,6 +81,16 @@ class Registry:
         self._release(keys=[self.keys.lease(name)], args=[token])
 
     @translate_errors
+    def lease_held(self, name: str) -> bool:
+        """Whether a live process holds ``name`` now."""
+        return bool(self.client.exists(self.keys.lease(name)))
+
+    @translate_errors
+    def lock_reaper(self, lost: str, reaper: str, ttl_ms: int) -> bool:
+        """Become the one node reaping ``lost`` for ``ttl_ms`` (False: another is)."""
+        return bool(self.client.set(self.keys.reaper_lock(lost), reaper, nx=True, px=ttl_ms))
+
+    @translate_errors
     def write_record(self, name: str, record: dict[str, Any]) -> None:
         self.client.hset(self.keys.nodes, name, json.dumps({**record, "seen": time.time()}))
 

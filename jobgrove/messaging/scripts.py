@@ -1,23 +1,76 @@
-"""The Lua scripts that change job state, loaded once per client.
+"""The Lua scripts that change job state: one atomic compare-and-set per change, with
+all of its consequences (tree abort, readiness, hints) in the same step.
 
-Each script is the shared prelude (``lua/common.lua``) followed by its body, so every
-state change and all of its consequences run as one atomic step inside Redis.
+Each script is called with named arguments. ``SCRIPTS`` declares them; the generated
+prelude binds ``NS`` and ``ROOT`` (always first) and the script's own arguments as
+``A.<name>``, then names the tree's keys and channels (``keys.lua_names``). The shared
+functions of ``lua/common.lua`` follow, then the script's body. The only key passed is
+the tree's ``meta`` key: it gives the script its hash slot, and every key it touches
+shares that slot (the ``{root}`` hash tag).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-SCRIPT_NAMES = ("claim", "finish", "abort", "reap")
+from jobgrove.messaging.keys import Keys, lua_names
+
+#: Script name -> its named arguments, in order (each .lua file documents them).
+SCRIPTS: dict[str, tuple[str, ...]] = {
+    "claim": ("node", "max", "token_base"),
+    "finish": ("job", "token", "outcome", "summary", "result", "reporter", "claim_token"),
+    "abort": ("job",),
+    "reap": ("node", "summary"),
+}
 
 
-def _source(name: str) -> str:
+def _prelude(args: Sequence[str]) -> str:
+    named = ", ".join(f"{name} = ARGV[{i}]" for i, name in enumerate(args, start=3))
+    return ("local NS, ROOT = ARGV[1], ARGV[2]\n"
+            f"local A = {{{named}}}\n" + lua_names())
+
+
+def source(name: str) -> str:
+    """The whole Lua text of script ``name``."""
     folder = resources.files("jobgrove.messaging") / "lua"
-    prelude = (folder / "common.lua").read_text(encoding="utf-8")
-    return prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
+    common = (folder / "common.lua").read_text(encoding="utf-8")
+    body = (folder / f"{name}.lua").read_text(encoding="utf-8")
+    return "\n".join((_prelude(SCRIPTS[name]), common, body))
 
 
-def register_scripts(client: Any) -> dict[str, Any]:
-    """Register every script on ``client``; returns name -> callable Script object."""
-    return {name: client.register_script(_source(name)) for name in SCRIPT_NAMES}
+class TreeScript:
+    """One registered script, called as ``script(root, name=value, ...)``."""
+
+    def __init__(self, client: Any, keys: Keys, name: str) -> None:
+        self.name = name
+        self.keys = keys
+        self.args = SCRIPTS[name]
+        self._script = client.register_script(source(name))
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    @property
+    def text(self) -> str:
+        return str(self._script.script)
+
+    def call_args(self, root: str, named: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        """(KEYS, ARGV) of a call; every declared argument must be given, nothing else."""
+        if named.keys() != set(self.args):
+            missing = sorted(set(self.args) - named.keys())
+            extra = sorted(named.keys() - set(self.args))
+            raise TypeError(f"script {self.name}: missing {missing}, unexpected {extra}")
+        argv = [self.keys.ns, root, *(named[a] for a in self.args)]
+        return [self.keys.tree_key(root, "meta")], argv
+
+    def __call__(self, root: str, **named: Any) -> Any:
+        keys, argv = self.call_args(root, named)
+        return self._script(keys=keys, args=argv)
+
+
+def register_scripts(client: Any, keys: Keys) -> dict[str, TreeScript]:
+    """Register every script on ``client``; returns name -> script."""
+    return {name: TreeScript(client, keys, name) for name in SCRIPTS}

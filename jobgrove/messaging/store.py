@@ -18,12 +18,22 @@ import redis
 from jobgrove.core.spec import JobSpec
 from jobgrove.core.status import nest_status
 from jobgrove.errors import (
-    CorruptRecordError,
     StoreUnavailableError,
     UnknownJobError,
 )
 from jobgrove.messaging.keys import Keys
-from jobgrove.messaging.records import Claim, Finish, Outcome, decode_map, load_json, to_float
+from jobgrove.messaging.pubsub import Hints
+from jobgrove.messaging.records import (
+    Claim,
+    Finish,
+    Outcome,
+    Verdict,
+    decode_claims,
+    decode_outcome,
+    load_json,
+    safe_outcome,
+    to_float,
+)
 from jobgrove.messaging.redis_errors import refuses_service, translate_errors
 from jobgrove.messaging.scripts import register_scripts
 
@@ -53,7 +63,7 @@ class Store:
         # redis-py's annotations cannot express "decoded" (every reply is bytes | str).
         self.client: Any = client
         self.keys = keys or Keys()
-        self._scripts = register_scripts(client)
+        self._scripts = register_scripts(client, self.keys)
         # Run tokens only need to be unique: a random prefix per store and a counter are
         # cheaper than a uuid4 per claim.
         self._token_prefix = uuid.uuid4().hex[:16]
@@ -62,10 +72,22 @@ class Store:
     def _token_base(self) -> str:
         return f"{self._token_prefix}{next(self._token_count):x}"
 
-    # -- scripts ---------------------------------------------------------------
-    def _run(self, name: str, root: str, *args: Any) -> Any:
-        argv = [self.keys.tree(root), self.keys.channel_prefix, "", root, *args]
-        return self._scripts[name](keys=[self.keys.tree_key(root, "meta")], args=argv)
+    # -- connections -------------------------------------------------------------
+    def pubsub(self, **kwargs: Any) -> Any:
+        """A new pub/sub connection (for ``pubsub.Listener``)."""
+        return self.client.pubsub(**kwargs)
+
+    def tree_hints(self, root: str) -> Hints:
+        """A subscription to every change of one tree (hints to re-read it)."""
+        return Hints(self, [self.keys.tree_channel(root)])
+
+    def done_hints(self, root: str) -> Hints:
+        """A subscription to the tree's ``done`` message only."""
+        return Hints(self, [self.keys.done_channel(root)])
+
+    @translate_errors
+    def ping(self) -> bool:
+        return bool(self.client.ping())
 
     # -- writing a tree ----------------------------------------------------------
     @translate_errors
@@ -108,7 +130,7 @@ class Store:
         # Deepest leaves first: the order within a node's ready list is the start order.
         for node, ids in leaves.items():
             for start in range(0, len(ids), _CHUNK):
-                pipe.rpush(tk(f"ready:{node}"), *ids[start:start + _CHUNK])
+                pipe.rpush(k.ready(root, node), *ids[start:start + _CHUNK])
         nodes = sorted({j.node for j in jobs})
         pipe.sadd(tk("nodes"), *nodes)
         pipe.hset(tk("meta"), mapping={
@@ -245,6 +267,39 @@ class Store:
         return set(self.client.smembers(self.keys.node_trees(node)))
 
     @translate_errors
+    def tree_flags(self, node: str) -> dict[str, tuple[bool, bool]]:
+        """For each tree with jobs on ``node``: (finished, aborting)."""
+        roots = sorted(self.node_trees(node))
+        if not roots:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for root in roots:
+            meta = self.keys.tree_key(root, "meta")
+            pipe.hexists(meta, "finished")
+            pipe.hexists(meta, "abort_cause")
+        flags = pipe.execute()
+        return {root: (bool(flags[2 * i]), bool(flags[2 * i + 1]))
+                for i, root in enumerate(roots)}
+
+    @translate_errors
+    def claim_undo(self, root: str, node: str, kinds: set[str], limit: int) -> list[str]:
+        """Up to ``limit`` SUCCESS jobs of an aborted tree on ``node`` whose kind is in
+        ``kinds`` (kinds with an undo hook), each claimed once cluster-wide (HSETNX), so
+        its hook runs exactly once."""
+        if not kinds or not self.aborting(root):
+            return []
+        ids = [j["id"] for j in self.tree_flat(root).values()
+               if j["state"] == "SUCCESS" and j["node"] == node and j["kind"] in kinds]
+        undone = self.keys.tree_key(root, "undone")
+        claimed: list[str] = []
+        for job_id in ids:
+            if len(claimed) >= limit:
+                break
+            if self.client.hsetnx(undone, job_id, node):
+                claimed.append(job_id)
+        return claimed
+
+    @translate_errors
     def forget_node_tree(self, node: str, root: str) -> None:
         self.client.srem(self.keys.node_trees(node), root)
 
@@ -254,47 +309,24 @@ class Store:
         """Move up to ``max_jobs`` runnable jobs of ``root`` on ``node`` to RUNNING."""
         if max_jobs <= 0:
             return []
-        flat = self._run("claim", root, node, max_jobs, self._token_base())
-        if not flat:
-            return []
-        context = decode_map(flat[0], "tree context")
-        return [Claim(root, flat[i], flat[i + 1], load_json(flat[i + 2], f"job {flat[i]} spec"),
-                      decode_map(flat[i + 3], f"children results of {flat[i]}"), context)
-                for i in range(1, len(flat), 4)]
+        flat = self._scripts["claim"](root, node=node, max=max_jobs,
+                                      token_base=self._token_base())
+        return decode_claims(root, flat)
 
-    def _finish_args(self, item: Finish) -> tuple[list[str], list[Any]]:
-        encoded = "" if item.result is None else json.dumps(item.result)
-        argv = [self.keys.tree(item.root), self.keys.channel_prefix, "",
-                item.root, item.job_id, item.token, "SUCCESS" if item.ok else "FAILED",
-                item.summary[:2000], encoded, item.reporter,
-                self._token_base() if item.claim else ""]
-        return [self.keys.tree_key(item.root, "meta")], argv
-
-    @staticmethod
-    def _outcome(root: str, reply: list[Any]) -> Outcome:
-        ready_on = (reply[2] or None) if len(reply) > 2 else None
-        claimed = None
-        if len(reply) > 3:
-            context = decode_map(reply[3], "tree context")
-            job_id, token, spec, results = reply[4:8]
-            claimed = Claim(root, job_id, token, load_json(spec, f"job {job_id} spec"),
-                            decode_map(results, f"children results of {job_id}"), context)
-        return Outcome(reply[0], reply[1], ready_on, claimed)
-
-    def _safe_outcome(self, root: str, reply: Any) -> Outcome:
-        if isinstance(reply, Exception):
-            return Outcome("error", str(reply))
-        try:
-            return self._outcome(root, reply)
-        except (CorruptRecordError, IndexError, TypeError, ValueError) as exc:
-            return Outcome("error", f"unreadable reply {reply!r:.200}: {exc}")
+    def _finish_args(self, item: Finish) -> dict[str, Any]:
+        return {
+            "job": item.job_id, "token": item.token,
+            "outcome": "SUCCESS" if item.ok else "FAILED", "summary": item.summary[:2000],
+            "result": "" if item.result is None else json.dumps(item.result),
+            "reporter": item.reporter,
+            "claim_token": self._token_base() if item.claim else ""}
 
     @translate_errors
     def finish(self, root: str, job_id: str, token: str, ok: bool,
                summary: str = "", result: Any = None) -> Outcome:
         """Record a RUNNING job's outcome (compare-and-set on its run token)."""
-        keys, argv = self._finish_args(Finish(root, job_id, token, ok, summary, result))
-        return self._outcome(root, self._scripts["finish"](keys=keys, args=argv))
+        named = self._finish_args(Finish(root, job_id, token, ok, summary, result))
+        return decode_outcome(root, self._scripts["finish"](root, **named))
 
     @translate_errors
     def finish_many(self, items: list[Finish]) -> list[Outcome]:
@@ -305,32 +337,32 @@ class Store:
             # round trip per batch; a NOSCRIPT (server restarted) reloads and retries.
             pipe = self.client.pipeline(transaction=False)
             for item in items:
-                keys, argv = self._finish_args(item)
+                keys, argv = script.call_args(item.root, self._finish_args(item))
                 pipe.evalsha(script.sha, len(keys), *keys, *argv)
             # Each reply on its own: one failing script must not cost the others.
             replies = pipe.execute(raise_on_error=False)
             errors = [r for r in replies if isinstance(r, Exception)]
             if any(isinstance(e, redis.exceptions.NoScriptError) for e in errors) \
                     and attempt == 1:
-                self.client.script_load(script.script)
+                self.client.script_load(script.text)
                 continue  # replaying is safe: a second finish of a job is "stale"
             for error in errors:
                 if isinstance(error, (redis.ConnectionError, redis.TimeoutError)) \
                         or refuses_service(error):
                     raise StoreUnavailableError(f"Redis unavailable: {error}") from error
-            return [self._safe_outcome(item.root, reply) for item, reply in zip(items, replies)]
+            return [safe_outcome(item.root, reply) for item, reply in zip(items, replies)]
         raise AssertionError("unreachable")
 
     @translate_errors
     def abort(self, job_id: str) -> Outcome:
         """A user abort of any job: acts like its failure (the whole tree stops)."""
         root = self.resolve_root(job_id)
-        verdict, state = self._run("abort", root, job_id)
-        if verdict == "unknown":
+        outcome = decode_outcome(root, self._scripts["abort"](root, job=job_id))
+        if outcome.verdict is Verdict.UNKNOWN:
             raise UnknownJobError(job_id)
-        return Outcome(verdict, state)
+        return outcome
 
     @translate_errors
     def reap(self, root: str, node: str, summary: str) -> list[str]:
         """Fail every RUNNING job of ``root`` on a lost ``node``; returns their ids."""
-        return list(self._run("reap", root, node, summary))
+        return list(self._scripts["reap"](root, node=node, summary=summary))

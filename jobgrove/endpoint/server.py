@@ -10,7 +10,6 @@ over the connection cap get a 503 from the accept thread without a thread of the
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -19,43 +18,24 @@ import threading
 import time
 from typing import Protocol
 
-from jobgrove.messaging.wire import (
-    MAX_MESSAGE_BYTES,
-    HttpError,
-    Request,
-    Response,
-    parse_request_head,
+from jobgrove.endpoint.connection import (
+    GOING_AWAY,
+    TOO_SLOW,
+    Connection,
+    ConnectionHandler,
+    accept_websocket,
 )
-from jobgrove.messaging.ws_connection import GOING_AWAY, TOO_SLOW, Connection, accept_websocket
+from jobgrove.endpoint.http import HttpError, Limits, Request, Response, parse_request_head
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    max_connections: int = 256
-    #: Largest request head (request line + headers) accepted; bodies are refused.
-    max_request_bytes: int = 16 * 1024
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    ping_interval: float = 20.0
-    #: Hard cap of bytes queued for one viewer: past it the viewer is dropped.
-    queue_bytes: int = 1 << 20
-    #: Log data is only queued while less than this is waiting (flow control).
-    queue_high: int = 256 * 1024
-    send_timeout: float = 10.0
-    header_timeout: float = 10.0
-    #: SO_SNDBUF of each connection (None: the OS's autotuning). Smaller bounds kernel
-    #: memory per viewer and detects a stalled viewer sooner.
-    send_buffer: int | None = None
+class Handler(ConnectionHandler, Protocol):
+    """What the server calls: ``check`` and ``http`` for every request, and the
+    connection callbacks for websockets."""
 
-
-class Handler(Protocol):
     def check(self, request: Request, upgrade: bool) -> Response | None: ...
     def http(self, request: Request) -> Response: ...
-    def opened(self, conn: Connection) -> None: ...
-    def message(self, conn: Connection, data: str | bytes) -> None: ...
-    def drained(self, conn: Connection) -> None: ...
-    def closed(self, conn: Connection) -> None: ...
 
 
 class WsServer:

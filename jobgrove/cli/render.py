@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.text import Text
 from rich.tree import Tree
 
-from jobgrove.core.states import FINISHED, State
+from jobgrove.core.status import counts, is_done
 
 STYLE = {
     "NEW": "dim", "WAITING": "yellow", "RUNNING": "bold cyan",
@@ -51,16 +51,6 @@ def _label(job: dict[str, Any], now: float) -> Text:
     return text
 
 
-def counts(status: dict[str, Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    stack = [status]
-    while stack:
-        job = stack.pop()
-        out[job["state"]] = out.get(job["state"], 0) + 1
-        stack.extend(job.get("children", []))
-    return out
-
-
 def draw_tree(status: dict[str, Any], now: float | None = None) -> RenderableType:
     now = now or time.time()
     tree = Tree(_label(status, now))
@@ -88,14 +78,7 @@ def draw_tree(status: dict[str, Any], now: float | None = None) -> RenderableTyp
     return Group(tree, footer)
 
 
-def is_done(status: dict[str, Any]) -> bool:
-    """Root finished and nothing left running (what ``Client.wait`` waits for)."""
-    if status["state"] not in {s.value for s in FINISHED}:
-        return False
-    return counts(status).get(State.RUNNING.value, 0) == 0
-
-
-def follow(fetch: Callable[[], dict[str, Any]], wait_change: Callable[[float], None],
+def follow(fetch: Callable[[], dict[str, Any]], wait_change: Callable[[float], object],
            console: Console, extra: Callable[[dict[str, Any]], RenderableType | None]
            | None = None) -> dict[str, Any]:
     """Redraw the tree live until it is done; returns the final status."""
@@ -121,10 +104,5 @@ def follow_tree(client: Any, tree_id: str, console: Console,
     """``follow`` a stored tree: redrawn on every status message (only a hint to
     re-read) and at least four times a second."""
     root = client.store.resolve_root(tree_id)
-    pubsub = client.store.client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(client.keys.tree_channel(root))
-    try:
-        return follow(lambda: client.status(root),
-                      lambda timeout: pubsub.get_message(timeout=timeout), console, extra)
-    finally:
-        pubsub.close()
+    with client.store.tree_hints(root) as hints:
+        return follow(lambda: client.status(root), hints.wait, console, extra)

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobgrove.core.ids import is_job_id
+
 #: Called with (job id, file size after the write) whenever a log grows.
 GrowthListener = Callable[[str, int], None]
-
-
-_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def is_job_id(value: object) -> bool:
-    """True for a canonical (lower-case) UUID string, the only shape a job id takes."""
-    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
 def log_path(log_dir: str | os.PathLike[str], job_id: str) -> Path:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, TypeVar
 
 from jobgrove.core.spec import KindInfo, Param
 from jobgrove.errors import JobAbortedError, JobgroveError
-from jobgrove.joblog import JobLog
+from jobgrove.jobs.log import JobLog
 
 J = TypeVar("J", bound="type[Job]")
 
@@ -149,7 +149,3 @@ class JobContext:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; returns True (early) if an abort was requested."""
         return self.abort_event.wait(seconds)
-
-
-# The built-in kinds register themselves on import; they need the names above.
-import jobgrove.builtin_kinds  # noqa: E402, F401

@@ -21,9 +21,9 @@ from typing import Any
 
 import pykka
 
-from jobgrove.messaging import wire
-from jobgrove.messaging.ws_client import Upstream
-from jobgrove.messaging.ws_connection import Connection
+from jobgrove.endpoint import wire
+from jobgrove.endpoint.connection import Connection
+from jobgrove.endpoint.relay import Upstream
 
 CHUNK = 64 * 1024
 

@@ -19,14 +19,12 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import simple_websocket
 
-from jobgrove.messaging.wire import HttpError, Request, close_frame, error_frame
-
-if TYPE_CHECKING:
-    from jobgrove.messaging.ws_server import Handler, Limits
+from jobgrove.endpoint.http import HttpError, Limits, Request
+from jobgrove.endpoint.wire import close_frame, error_frame
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +53,15 @@ def accept_websocket(cid: int, sock: socket.socket, request: Request, leftover: 
     except simple_websocket.ConnectionError:
         raise HttpError(400, "bad websocket handshake") from None
     return conn
+
+
+class ConnectionHandler(Protocol):
+    """What a connection calls, from its own thread."""
+
+    def opened(self, conn: Connection) -> None: ...
+    def message(self, conn: Connection, data: str | bytes) -> None: ...
+    def drained(self, conn: Connection) -> None: ...
+    def closed(self, conn: Connection) -> None: ...
 
 
 class _SockProxy:
@@ -198,7 +205,7 @@ class Connection:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
 
-    def serve(self, handler: Handler) -> None:
+    def serve(self, handler: ConnectionHandler) -> None:
         """The connection's thread, until the viewer is gone."""
         handler.opened(self)
         try:
@@ -214,7 +221,7 @@ class Connection:
             self._sock.close()
             handler.closed(self)
 
-    def _loop(self, handler: Handler) -> None:
+    def _loop(self, handler: ConnectionHandler) -> None:
         closing_since: float | None = None
         while True:
             if self._pending():

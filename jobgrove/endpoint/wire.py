@@ -1,5 +1,5 @@
-"""The wire: parsing what viewers send (websocket JSON, HTTP request heads) and building
-what they receive (frames, HTTP responses).
+"""The websocket wire format: parsing what viewers send (JSON requests) and building
+what they receive (complete websocket frames).
 
 Every incoming message is a JSON text frame checked here before anything else sees
 it; a bad one becomes a ``WireError`` whose ``frame()`` is the error frame to send
@@ -18,9 +18,8 @@ import dataclasses
 import json
 import struct
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from jobgrove.joblog import is_job_id
+from jobgrove.core.ids import is_job_id
 
 #: Largest request a client may send; bigger ones get a ``too_large`` error frame.
 MAX_REQUEST_BYTES = 4096
@@ -221,78 +220,3 @@ def status_frame(event: dict[str, Any]) -> bytes:
 
 def done_frame(tree: str, state: str) -> bytes:
     return json_frame({"type": "done", "tree": tree, "state": state})
-
-
-# -- HTTP ------------------------------------------------------------------------------
-_REASONS = {200: "OK", 101: "Switching Protocols", 400: "Bad Request", 401: "Unauthorized",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Content Too Large", 426: "Upgrade Required",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
-
-
-@dataclasses.dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    peer: str
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-@dataclasses.dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-
-    def encode(self, head_only: bool = False) -> bytes:
-        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Error')}",
-                 f"Content-Type: {self.content_type}", f"Content-Length: {len(self.body)}",
-                 "Connection: close", "Cache-Control: no-store",
-                 "X-Content-Type-Options: nosniff"]
-        lines += [f"{k}: {v}" for k, v in self.headers]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if head_only else head + self.body
-
-
-class HttpError(Exception):
-    """A request refused before any handler saw it: ``status`` is the HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def parse_request_head(buf: bytes, limit: int, peer: str) -> tuple[Request, bytes]:
-    """An HTTP/1.x request head (up to the blank line) and the bytes after it. Only
-    GET and HEAD without a body are served."""
-    head, _, leftover = buf.partition(b"\r\n\r\n")
-    if len(head) > limit:
-        raise HttpError(431, f"request head larger than {limit} bytes")
-    try:
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, version = lines[0].split(" ")
-    except ValueError:
-        raise HttpError(400, "malformed request line") from None
-    if not version.startswith("HTTP/1."):
-        raise HttpError(400, "only HTTP/1.x is served")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or len(headers) > 100:
-            raise HttpError(400, "malformed header")
-        headers[name.lower()] = value.strip()
-    if method not in ("GET", "HEAD"):
-        raise HttpError(405, "only GET and HEAD are served")
-    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
-        raise HttpError(413, "request bodies are not accepted")
-    parts = urlsplit(target)
-    if not target.startswith("/") or "\x00" in target:
-        raise HttpError(400, "bad request target")
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return Request(method, parts.path, query, headers, peer), leftover

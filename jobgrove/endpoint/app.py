@@ -23,18 +23,18 @@ from typing import Any
 
 import pykka
 
-from jobgrove import auth
-from jobgrove.actors import log_broadcast as lb
-from jobgrove.actors.log_feeds import GrowthGate
+from jobgrove.endpoint import auth, wire
+from jobgrove.endpoint import broadcast as lb
+from jobgrove.endpoint.connection import Connection
+from jobgrove.endpoint.feeds import GrowthGate
+from jobgrove.endpoint.http import Limits, Request, Response
+from jobgrove.endpoint.relay import Upstream
+from jobgrove.endpoint.server import WsServer
 from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
-from jobgrove.messaging import wire
 from jobgrove.messaging.listing import MAX_LIMIT, list_trees
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
-from jobgrove.messaging.ws_client import Upstream
-from jobgrove.messaging.ws_connection import Connection
-from jobgrove.messaging.ws_server import Limits, Request, Response, WsServer
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ class Endpoint:
         def on_down(_err: str) -> None:
             self.redis_ok = False
 
-        self._listener = Listener(self.store.client,
-                                  [f"{keys.channel_prefix}endpoint:{self.node_name}"],
+        self._listener = Listener(self.store, [keys.endpoint_channel(self.node_name)],
                                   on_message, on_up, on_down,
                                   name=f"jg-pubsub-{self.node_name}")
         self._listener.start()
@@ -193,7 +192,7 @@ class Endpoint:
         return auth.mint_token(self.secret, auth.NODE_TTL, subject="node")
 
     def _gone(self, node: str, job: str) -> str | None:
-        if self.store.client.exists(self.store.keys.lease(node)):
+        if self.registry.lease_held(node):
             return None
         state = self.store.job_state(job)
         if state not in _FINISHED:
@@ -378,7 +377,7 @@ class _Lookups(threading.Thread):
     def _tick(self) -> None:
         endpoint = self.endpoint
         try:
-            endpoint.redis_ok = bool(endpoint.store.client.ping())
+            endpoint.redis_ok = endpoint.store.ping()
         except Exception:
             endpoint.redis_ok = False
         endpoint._tell(lb.Tick())

@@ -23,11 +23,13 @@ from typing import Any
 
 import pykka
 
-from jobgrove.actors.log_feeds import Feed, Growth, GrowthGate, Subscription
-from jobgrove.joblog import log_path
-from jobgrove.messaging import wire
-from jobgrove.messaging.ws_client import Upstream
-from jobgrove.messaging.ws_connection import Connection
+from jobgrove.core.status import find
+from jobgrove.core.status import states as job_states
+from jobgrove.endpoint import wire
+from jobgrove.endpoint.connection import Connection
+from jobgrove.endpoint.feeds import Feed, Growth, GrowthGate, Subscription
+from jobgrove.endpoint.relay import Upstream
+from jobgrove.jobs.log import log_path
 
 log = logging.getLogger(__name__)
 
@@ -321,14 +323,14 @@ class LogBroadcast(pykka.ThreadingActor):
         watchers = self.watches.setdefault(msg.root, {})
         if msg.conn.id not in watchers:
             self._ref(msg.root, 1)
-        watchers[msg.conn.id] = (msg.conn, _flat_states(msg.status))
+        watchers[msg.conn.id] = (msg.conn, job_states(msg.status))
         msg.conn.push(wire.tree_frame(msg.status), force=True)
         # The tree's channel may not be subscribed yet: read the tree again once it is, so
         # a change made in between (not seen on the channel) is in that read.
         self.channels(msg.root, True, functools.partial(self.lookup, "snapshot", msg.root))
 
     def _on_snapshot(self, msg: Snapshot) -> None:
-        fresh = _flat_states(msg.status)
+        fresh = job_states(msg.status)
         tree = None
         for conn, states in self.watches.get(msg.root, {}).values():
             if set(fresh) - set(states):  # jobs added: the whole tree again
@@ -339,7 +341,7 @@ class LogBroadcast(pykka.ThreadingActor):
             for job, state in fresh.items():
                 if progressed(states.get(job), state):
                     states[job] = state
-                    conn.push(wire.status_frame(_find(msg.status, job) or {}))
+                    conn.push(wire.status_frame(find(msg.status, job) or {}))
         for job, state in fresh.items():
             self._job_state(job, state)
 
@@ -370,23 +372,3 @@ class LogBroadcast(pykka.ThreadingActor):
         if feed.final is None and feed.final_end is not None and feed.end >= feed.final_end:
             feed.final = feed.state  # the owner's end, and every byte is in the spool
         self._pump(feed)
-
-
-def _flat_states(status: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    stack = [status]
-    while stack:
-        item = stack.pop()
-        out[item["id"]] = item["state"]
-        stack.extend(item.get("children", ()))
-    return out
-
-
-def _find(status: dict[str, Any], job: str) -> dict[str, Any] | None:
-    stack = [status]
-    while stack:
-        item = stack.pop()
-        if item["id"] == job:
-            return item
-        stack.extend(item.get("children", ()))
-    return None

@@ -1,4 +1,4 @@
-"""CLI commands that run things: ``node``, ``logs``, ``token``."""
+"""``jobgrove node``: run a node in this process until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ import sys
 import threading
 from typing import Any
 
+from jobgrove.cli.common import UsageError
+from jobgrove.endpoint.auth import load_secret
 from jobgrove.errors import JobgroveError
+from jobgrove.messaging.connection import redis_url
+from jobgrove.node import Node
+from jobgrove.notify import CommandNotifier
 
 log = logging.getLogger("jobgrove.cli")
 
 
 def _read_secret(path: str | None) -> bytes | None:
-    from jobgrove.auth import load_secret
-
     return None if path is None else load_secret(path)
 
 
 def _import_kinds(modules: list[str]) -> None:
-    from jobgrove.cli import UsageError
-
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     for module in modules:
@@ -35,10 +36,6 @@ def _import_kinds(modules: list[str]) -> None:
 
 
 def run_node(args: argparse.Namespace) -> int:
-    from jobgrove.messaging.connection import redis_url
-    from jobgrove.node import Node
-    from jobgrove.notify import CommandNotifier
-
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _import_kinds(args.imports)
@@ -74,27 +71,4 @@ def run_node(args: argparse.Namespace) -> int:
         log.warning("drain failed: %s", exc)
     node.stop(graceful=False)
     notifier.join(timeout=5)
-    return 0
-
-
-def run_logs(args: argparse.Namespace) -> int:
-    from jobgrove.cli import UsageError, _client
-
-    try:
-        from jobgrove.messaging.ws_client import print_log
-    except ImportError as exc:
-        raise UsageError("log streaming is not available in this build") from exc
-    client = _client(args)
-    token = args.token or os.environ.get("JOBGROVE_TOKEN")
-    state = print_log(client, args.id, follow=args.follow, via=args.via, token=token,
-                      out=sys.stdout)
-    return 0 if state in (None, "SUCCESS") or not args.follow else 1
-
-
-def run_token(args: argparse.Namespace) -> int:
-    from jobgrove.auth import mint_token
-
-    secret = _read_secret(args.secret_file)
-    assert secret is not None
-    print(mint_token(secret, args.ttl))
     return 0

@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.rule import Rule
 
+from jobgrove.cli.render import follow_tree
+from jobgrove.cli.tails import LogTails, file_reader
 from jobgrove.client import Client
-from jobgrove.joblog import log_path
+from jobgrove.core.status import counts, walk
+from jobgrove.jobs.log import log_path
 from jobgrove.messaging.connection import fake_client, fake_server
 from jobgrove.node import Node
-from jobgrove.render import counts, follow_tree
-from jobgrove.tails import LogTails, file_reader
 
 
 def _shell(script: str) -> dict[str, Any]:
@@ -67,23 +68,8 @@ def _show_log(console: Console, log_dirs: dict[str, str], job: dict[str, Any]) -
                   highlight=False)
 
 
-def _all(status: dict[str, Any]) -> list[dict[str, Any]]:
-    out, stack = [], [status]
-    while stack:
-        job = stack.pop()
-        out.append(job)
-        stack.extend(job["children"])
-    return out
-
-
-def _find(status: dict[str, Any], title: str) -> dict[str, Any]:
-    stack = [status]
-    while stack:
-        job = stack.pop()
-        if job["title"] == title:
-            return job
-        stack.extend(job["children"])
-    raise KeyError(title)
+def _titled(status: dict[str, Any], title: str) -> dict[str, Any]:
+    return next(job for job in walk(status) if job["title"] == title)
 
 
 def run_demo(fast: bool = False) -> int:
@@ -119,12 +105,12 @@ def _run(console: Console, client: Client, tails: LogTails, log_dirs: dict[str, 
     status = follow_tree(client, tree_id, console, tails.render)
     console.print()
     if expected == "SUCCESS":
-        _show_log(console, log_dirs, _find(status, "build"))
+        _show_log(console, log_dirs, _titled(status, "build"))
     else:
-        _show_log(console, log_dirs, _find(status, "transform"))
-        _show_log(console, log_dirs, _find(status, "extract"))
+        _show_log(console, log_dirs, _titled(status, "transform"))
+        _show_log(console, log_dirs, _titled(status, "extract"))
         tally = counts(status)
-        never = [j["title"] for j in _all(status) if j["started"] is None]
+        never = [j["title"] for j in walk(status) if j["started"] is None]
         console.print(f"outcome: root {status['state']}; {tally.get('FAILED', 0)} failed, "
                       f"{tally.get('ABORTED', 0)} aborted; never started: {', '.join(never)}",
                       highlight=False)

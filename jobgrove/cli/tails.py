@@ -9,6 +9,10 @@ from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.text import Text
 
+from jobgrove.cli.logs import tail_reader
+from jobgrove.core.status import walk
+from jobgrove.jobs.log import log_path
+
 #: Reads the end of a job's log: (job id, max bytes) -> text, or None if unavailable.
 TailReader = Callable[[str, int], "str | None"]
 SHOWN_JOBS = 3
@@ -16,23 +20,16 @@ SHOWN_LINES = 4
 
 
 def _running(status: dict[str, Any]) -> list[dict[str, Any]]:
-    found, stack = [], [status]
-    while stack:
-        job = stack.pop()
-        if job["state"] == "RUNNING":
-            found.append(job)
-        stack.extend(job.get("children", []))
+    found = [job for job in walk(status) if job["state"] == "RUNNING"]
     return sorted(found, key=lambda j: j.get("started") or 0)
 
 
 class LogTails:
     def __init__(self, client: Any, reader: TailReader | None = None) -> None:
         self.client = client
-        self.reader = reader or _default_reader(client)
+        self.reader = reader or tail_reader(client)
 
     def render(self, status: dict[str, Any]) -> RenderableType | None:
-        if self.reader is None:
-            return None
         panels = []
         for job in _running(status)[:SHOWN_JOBS]:
             text = self.reader(job["id"], 4096)
@@ -50,17 +47,8 @@ class LogTails:
             closer()
 
 
-def _default_reader(client: Any) -> TailReader | None:
-    try:
-        from jobgrove.messaging.ws_client import tail_reader
-    except ImportError:
-        return None
-    return tail_reader(client)
-
-
 def file_reader(log_dirs: dict[str, str]) -> TailReader:
     """Reads tails straight from log files (embedded mode: every node is local)."""
-    from jobgrove.joblog import log_path
 
     def read(job_id: str, max_bytes: int) -> str | None:
         for directory in log_dirs.values():

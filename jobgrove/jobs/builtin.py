@@ -12,7 +12,7 @@ from typing import Any
 
 from jobgrove.core.spec import Param
 from jobgrove.errors import JobAbortedError, JobFailedError
-from jobgrove.jobs import Job, JobContext, job_kind
+from jobgrove.jobs.api import Job, JobContext, job_kind
 
 #: Seconds a shell job's process group gets between SIGTERM and SIGKILL.
 SHELL_GRACE = 5.0

@@ -1,4 +1,4 @@
-"""The ``jobgrove`` command line.
+"""The ``jobgrove`` command line: the parser and the dispatch to the commands.
 
 Exit codes: 0 ok; 1 the tree finished but not SUCCESS; 2 bad usage or input, unknown
 id; 3 Redis unavailable.
@@ -7,166 +7,18 @@ id; 3 Redis unavailable.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
-
-from rich.console import Console
 
 from jobgrove import __version__
+from jobgrove.cli import commands
+from jobgrove.cli.common import BAD_INPUT, OK, UNAVAILABLE, UsageError
+from jobgrove.cli.demo import run_demo
+from jobgrove.cli.node_cmd import run_node
 from jobgrove.core.spec import TAG_KEYS
 from jobgrove.errors import JobgroveError, SpecError, StoreUnavailableError, UnknownJobError
 from jobgrove.messaging.connection import redis_url
-
-OK, NOT_SUCCESS, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
-
-
-class UsageError(JobgroveError):
-    """Bad command-line use that argparse itself cannot see (exit code 2)."""
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from jobgrove.client import Client
-
-    return Client(redis_url(args.redis), namespace=args.namespace)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
-
-
-def _outcome_code(status: dict[str, Any]) -> int:
-    from jobgrove.render import is_done
-
-    return NOT_SUCCESS if is_done(status) and status["state"] != "SUCCESS" else OK
-
-
-def _read_spec(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read spec file {path!r}: {exc.strerror or exc}") from exc
-    try:
-        return json.loads(text)
-    except RecursionError as exc:
-        raise UsageError(f"{path}: JSON nested too deeply") from exc
-    except ValueError as exc:
-        raise UsageError(f"{path}: not valid JSON: {exc}") from exc
-
-
-# -- commands ---------------------------------------------------------------------------
-def cmd_submit(args: argparse.Namespace) -> int:
-    spec = _read_spec(args.spec)
-    client = _client(args)
-    tree_id = client.submit(spec, node=args.node, allow_unknown_node=args.allow_unknown_node)
-    if not args.follow:
-        if args.json:
-            _print_json({"id": tree_id})
-        else:
-            print(tree_id)
-        return OK
-    if args.json:
-        status = client.wait(tree_id)
-        _print_json(status)
-    else:
-        print(tree_id)
-        from jobgrove.render import follow_tree
-        from jobgrove.tails import LogTails
-
-        tails = LogTails(client)
-        try:
-            status = follow_tree(client, tree_id, Console(), tails.render)
-        finally:
-            tails.close()
-    return _outcome_code(status)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from jobgrove.render import draw_tree
-
-    status = _client(args).status(args.id)
-    if args.json:
-        _print_json(status)
-    else:
-        Console().print(draw_tree(status))
-    return _outcome_code(status)
-
-
-def cmd_abort(args: argparse.Namespace) -> int:
-    client = _client(args)
-    outcome = client.abort(args.id)
-    if outcome.verdict == "finished":
-        print(f"job {args.id} had already finished ({outcome.state}); nothing to abort")
-    else:
-        print(f"job {args.id}: {outcome.state}; its tree is aborting")
-    return OK
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from jobgrove.render import STYLE, duration
-
-    tags = {k: getattr(args, k) for k in TAG_KEYS if getattr(args, k) is not None}
-    page = _client(args).list(**tags, limit=args.limit, cursor=args.cursor)
-    if args.json:
-        _print_json(page.trees)
-        if page.next_cursor:
-            print(f"next cursor: {page.next_cursor}", file=sys.stderr)
-        return OK
-    console = Console()
-    if not page.trees:
-        console.print("no trees match", style="dim")
-    for tree in page.trees:
-        tag_text = " ".join(f"{k}={v}" for k, v in tree["tags"].items())
-        console.print(f"{tree['id']}  [{STYLE.get(tree['state'], '')}]{tree['state']:<8}"
-                      f"[/]  {tree['title']}  [dim]{tag_text}  {duration(tree)}[/]",
-                      highlight=False)
-    if page.next_cursor:
-        console.print(f"more: --cursor {page.next_cursor}", style="dim", highlight=False)
-    return OK
-
-
-def cmd_nodes(args: argparse.Namespace) -> int:
-    nodes = _client(args).nodes()
-    if args.json:
-        _print_json(nodes)
-        return OK
-    console = Console()
-    if not nodes:
-        console.print("no node has registered yet", style="dim")
-    for node in nodes:
-        alive = "[green]alive[/]" if node["alive"] else "[red]lost[/]"
-        running = ", ".join(j[:8] for j in node.get("running", [])) or "-"
-        console.print(f"{node['name']:<16} {alive}  {node.get('address') or '-':<22} "
-                      f"v{node.get('version', '?')}  concurrency {node.get('concurrency')}  "
-                      f"running: {running}", highlight=False)
-    return OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from jobgrove.demo import run_demo
-
-    return run_demo(fast=args.fast)
-
-
-def cmd_node(args: argparse.Namespace) -> int:
-    from jobgrove.cli_node import run_node
-
-    return run_node(args)
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    from jobgrove.cli_node import run_logs
-
-    return run_logs(args)
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    from jobgrove.cli_node import run_token
-
-    return run_token(args)
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -209,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = add("node", cmd_node, "run a node until SIGINT/SIGTERM (second signal: immediate)")
+    p = add("node", run_node, "run a node until SIGINT/SIGTERM (second signal: immediate)")
     p.add_argument("--name", required=True)
     p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:0",
                    help="HTTP/websocket endpoint (default 127.0.0.1:0, an ephemeral port; "
@@ -233,43 +85,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
-    p = add("submit", cmd_submit, "submit a tree spec (JSON file, or - for stdin)")
+    p = add("submit", commands.cmd_submit, "submit a tree spec (JSON file, or - for stdin)")
     p.add_argument("spec", metavar="SPEC.json")
     p.add_argument("--node", help="node of jobs that name none")
     p.add_argument("--allow-unknown-node", action="store_true")
     p.add_argument("--follow", action="store_true", help="show the tree live until it ends")
     p.add_argument("--json", action="store_true")
 
-    p = add("status", cmd_status, "show a whole tree with each job's state")
+    p = add("status", commands.cmd_status, "show a whole tree with each job's state")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
 
-    p = add("abort", cmd_abort, "abort the tree of a job (as if that job failed)")
+    p = add("abort", commands.cmd_abort, "abort the tree of a job (as if that job failed)")
     p.add_argument("id")
 
-    p = add("list", cmd_list, "trees matching all given tags, newest first")
+    p = add("list", commands.cmd_list, "trees matching all given tags, newest first")
     for key in TAG_KEYS:
         p.add_argument(f"--{key}")
     p.add_argument("--limit", type=_positive_int, default=50)
     p.add_argument("--cursor", help="continue after a previous page")
     p.add_argument("--json", action="store_true")
 
-    p = add("logs", cmd_logs, "print a job's log from any node (-f: follow it live)")
+    p = add("logs", commands.cmd_logs, "print a job's log from any node (-f: follow it live)")
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--via", metavar="HOST:PORT", help="node endpoint to ask (default: any "
                                                       "live node)")
     p.add_argument("--token", help="viewer token (default: $JOBGROVE_TOKEN)")
 
-    p = add("nodes", cmd_nodes, "known nodes, alive or not, and what they run")
+    p = add("nodes", commands.cmd_nodes, "known nodes, alive or not, and what they run")
     p.add_argument("--json", action="store_true")
 
-    p = add("token", cmd_token, "print a viewer token (needs the cluster secret)")
+    p = add("token", commands.cmd_token, "print a viewer token (needs the cluster secret)")
     p.add_argument("--ttl", type=_positive_float, default=3600.0, metavar="SECONDS")
     p.add_argument("--secret-file", metavar="FILE", required=True)
 
-    p = add("demo", cmd_demo, "an embedded cluster (no Redis server needed) running sample "
-                              "trees live")
+    p = add("demo", lambda args: run_demo(fast=args.fast),
+            "an embedded cluster (no Redis server needed) running sample trees live")
     p.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)
     return parser
 

@@ -1,0 +1,48 @@
+"""What every command shares: exit codes, the usage error, the client from the global
+options, reading a spec file, printing JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from jobgrove.client import Client
+from jobgrove.core.status import is_done
+from jobgrove.errors import JobgroveError
+from jobgrove.messaging.connection import redis_url
+
+OK, NOT_SUCCESS, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
+
+
+class UsageError(JobgroveError):
+    """Bad command-line use that argparse itself cannot see (exit code 2)."""
+
+
+def client_from(args: argparse.Namespace) -> Client:
+    return Client(redis_url(args.redis), namespace=args.namespace)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def outcome_code(status: dict[str, Any]) -> int:
+    """1 for a done tree that did not succeed, else 0 (a running tree is not a failure)."""
+    return NOT_SUCCESS if is_done(status) and status["state"] != "SUCCESS" else OK
+
+
+def read_spec(path: str) -> Any:
+    """A spec file (``-``: stdin) as JSON; UsageError naming the file otherwise."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read spec file {path!r}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise UsageError(f"{path}: JSON nested too deeply") from exc
+    except ValueError as exc:
+        raise UsageError(f"{path}: not valid JSON: {exc}") from exc
