@@ -15,10 +15,11 @@ from typing import Any
 import pykka
 
 from jobgrove import __version__
-from jobgrove.actors.messages import Hint, ListenerDown, Reconnected
+from jobgrove.actors.messages import Hint, HintKind, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
+from jobgrove.core.ids import is_job_id
 from jobgrove.core.spec import MAX_NAME, check_node_name
 from jobgrove.errors import JobgroveError, StoreUnavailableError
 from jobgrove.jobs.api import kind_class, kind_names
@@ -214,7 +215,7 @@ class Node:
             return True
         proxy = self.actor.proxy()
         return proxy.running_count.get(timeout=_STOP_TIMEOUT) == 0 \
-            and not proxy.outbox.get(timeout=_STOP_TIMEOUT)
+            and proxy.pending_outcomes.get(timeout=_STOP_TIMEOUT) == 0
 
     def wait_idle(self, timeout: float, interrupt: threading.Event | None = None) -> bool:
         """Wait until ``idle()`` (True), the timeout, or ``interrupt`` is set (False)."""
@@ -293,9 +294,12 @@ def _crashed_here(holder: dict[str, Any]) -> bool:
     return False
 
 
+_HINTS = {kind.value: kind for kind in HintKind}
+
+
 def _route(actor: pykka.ActorRef[Any], message: dict[str, Any]) -> None:
-    kind, root = message.get("t"), message.get("root")
-    if kind in ("ready", "abort", "done") and isinstance(root, str) and len(root) <= 64:
+    kind, root = _HINTS.get(str(message.get("t"))), message.get("root")
+    if kind is not None and is_job_id(root):
         actor.tell(Hint(kind, root))
     else:
         log.warning("ignored unexpected node message: %.200r", message)

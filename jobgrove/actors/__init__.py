@@ -1,7 +1,9 @@
 """The runtime: pykka actors around the pure core.
 
-NodeActor (one per node) claims and records; TreeSupervisor (one per tree with jobs
-running here) owns JobActors (one per running job). Actors only ``tell``.
+``NodeActor`` (one per node) owns the slots, claims and outcomes; a ``TreeSupervisor``
+per tree with jobs here starts them on ``JobActor``s (a pool, one per slot). Every
+actor derives from ``base.Actor`` and receives the typed messages of ``messages``;
+actors only ``tell``.
 """
 
 from jobgrove.actors.job_actor import JobActor

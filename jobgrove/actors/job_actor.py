@@ -8,7 +8,6 @@ finally returns.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import traceback
@@ -16,26 +15,11 @@ from typing import Any
 
 import pykka
 
-from jobgrove.actors.base import Actor
-from jobgrove.actors.messages import JobDone, UndoDone
+from jobgrove.actors.base import Actor, handles
+from jobgrove.actors.messages import JobDone, RunJob, UndoDone
 from jobgrove.errors import JobAbortedError, JobFailedError
-from jobgrove.jobs.api import Job, JobContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunJob:
-    """Supervisor to job actor: run ``job`` (or its undo hook). A success is told to
-    ``node`` directly (the common case, one hop); a failure goes to ``reply_to``, the
-    supervisor, which stops the job's local siblings at once and forwards it."""
-
-    reply_to: pykka.ActorRef[Any]
-    node: pykka.ActorRef[Any]
-    job: Job
-    ctx: JobContext
-    token: str
-    undo: bool = False
 
 
 def _summary(exc: BaseException) -> str:
@@ -50,16 +34,15 @@ class JobActor(Actor):
     """Runs the jobs it is given, one at a time. Nothing else is sent to it while a job
     runs: abort goes around it, through ``ctx.abort_event`` and ``job.abort(ctx)``."""
 
-
-    def receive(self, message: Any) -> None:
-        if isinstance(message, RunJob):
-            try:
-                if message.undo:
-                    self._undo(message)
-                else:
-                    self._run(message)
-            finally:
-                message.ctx.log.close()
+    @handles(RunJob)
+    def _on_run(self, message: RunJob) -> None:
+        try:
+            if message.undo:
+                self._undo(message)
+            else:
+                self._run(message)
+        finally:
+            message.ctx.log.close()
 
     def _run(self, msg: RunJob) -> None:
         ctx = msg.ctx
@@ -77,13 +60,10 @@ class JobActor(Actor):
             self._failed(msg, f"result is not JSON-serializable: {exc}")
             return
         ctx.log.note("job ended: ok")
-        ctx.ended = True
         _tell(msg.node, JobDone(ctx.root, ctx.job_id, msg.token, True, "ok", result))
 
     def _failed(self, msg: RunJob, summary: str) -> None:
         msg.ctx.log.note(f"job ended: {summary}")
-        # ctx.ended stays False: the supervisor must still find this job when the
-        # failure reaches it (it drops the job itself, then aborts the siblings).
         _tell(msg.reply_to, JobDone(msg.ctx.root, msg.ctx.job_id, msg.token, False, summary))
 
     def _undo(self, msg: RunJob) -> None:

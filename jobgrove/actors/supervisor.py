@@ -17,12 +17,13 @@ from typing import Any
 
 import pykka
 
-from jobgrove.actors.base import Actor
-from jobgrove.actors.job_actor import RunJob
+from jobgrove.actors.base import Actor, handles
 from jobgrove.actors.messages import (
     AbortCheck,
     Fence,
     JobDone,
+    JobsEnded,
+    RunJob,
     RunUndo,
     StartJobs,
     Tick,
@@ -59,27 +60,38 @@ class TreeSupervisor(Actor):
         self.running: dict[str, _Running] = {}
         self.aborting = False
 
-    def receive(self, message: Any) -> None:
-        if isinstance(message, StartJobs):
-            for claim, runner in zip(message.claims, message.runners):
-                try:
-                    self._start(claim, runner)
-                except Exception as exc:  # whatever it was, the job's outcome must not vanish
-                    log.exception("cannot start job %s", claim.id)
-                    self.running.pop(claim.id, None)
-                    self.node.tell(JobDone(self.root, claim.id, claim.token, False,
-                                           f"cannot start: {type(exc).__name__}: {exc}"))
-        elif isinstance(message, JobDone):
-            self._job_done(message)
-        elif isinstance(message, AbortCheck):
-            self._abort_all("the tree is aborting")
-        elif isinstance(message, Tick):
-            self._check_fences()
-        elif isinstance(message, RunUndo):
-            for job_id, runner in zip(message.job_ids, message.runners):
-                self._start_undo(job_id, runner)
-        elif isinstance(message, UndoDone):
-            self.node.tell(message)
+    @handles(StartJobs)
+    def _on_start_jobs(self, message: StartJobs) -> None:
+        for claim, runner in zip(message.claims, message.runners):
+            try:
+                self._start(claim, runner)
+            except Exception as exc:  # whatever it was, the job's outcome must not vanish
+                log.exception("cannot start job %s", claim.id)
+                self.running.pop(claim.id, None)
+                self.node.tell(JobDone(self.root, claim.id, claim.token, False,
+                                       f"cannot start: {type(exc).__name__}: {exc}"))
+
+    @handles(JobsEnded)
+    def _on_jobs_ended(self, message: JobsEnded) -> None:
+        for job_id in message.job_ids:
+            self.running.pop(job_id, None)
+
+    @handles(AbortCheck)
+    def _on_abort_check(self, _message: AbortCheck) -> None:
+        self._abort_all("the tree is aborting")
+
+    @handles(Tick)
+    def _on_tick(self, _message: Tick) -> None:
+        self._check_fences()
+
+    @handles(RunUndo)
+    def _on_run_undo(self, message: RunUndo) -> None:
+        for job_id, runner in zip(message.job_ids, message.runners):
+            self._start_undo(job_id, runner)
+
+    @handles(UndoDone)
+    def _on_undo_done(self, message: UndoDone) -> None:
+        self.node.tell(message)
 
     def on_stop(self) -> None:
         # Jobs still running when the node stops immediately: ask them to stop.
@@ -149,7 +161,8 @@ class TreeSupervisor(Actor):
         runner.tell(RunJob(self.actor_ref, self.node, job, ctx, "undo", undo=True))
 
     # -- finishing -------------------------------------------------------------------
-    def _job_done(self, done: JobDone) -> None:
+    @handles(JobDone)
+    def _on_job_done(self, done: JobDone) -> None:
         current = self.running.get(done.job_id)
         if current is None or current.token != done.token:
             log.info("late result of job %s discarded (it was fenced off)", done.job_id)
@@ -159,15 +172,8 @@ class TreeSupervisor(Actor):
         if not done.ok and not self.aborting:
             self._abort_all(f"job {done.job_id} failed")
 
-    def _forget_ended(self) -> None:
-        # Successes go from the job actor straight to the node: drop them here lazily.
-        for job_id, current in list(self.running.items()):
-            if current.ctx.ended:
-                del self.running[job_id]
-
     def _abort_all(self, why: str) -> None:
         self.aborting = True
-        self._forget_ended()
         for job_id in list(self.running):
             self._request_abort(job_id, why)
 
@@ -175,10 +181,11 @@ class TreeSupervisor(Actor):
         current = self.running[job_id]
         if current.abort_deadline is not None:
             return
-        grace = self.abort_grace
-        shell_grace = current.ctx.params.get("grace")
-        if isinstance(shell_grace, (int, float)) and not isinstance(shell_grace, bool):
-            grace = max(grace, float(shell_grace) + 2.0)
+        try:
+            grace = float(current.job.stop_grace(current.ctx))
+        except Exception:
+            log.exception("stop_grace() of job %s raised", job_id)
+            grace = self.abort_grace
         current.abort_deadline = time.monotonic() + grace
         current.grace = grace
         current.ctx.log.note(f"abort requested: {why}")
@@ -189,7 +196,6 @@ class TreeSupervisor(Actor):
             log.exception("abort() hook of job %s raised", job_id)
 
     def _check_fences(self) -> None:
-        self._forget_ended()
         now = time.monotonic()
         for job_id, current in list(self.running.items()):
             if current.abort_deadline is not None and now >= current.abort_deadline:

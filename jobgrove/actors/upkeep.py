@@ -38,7 +38,6 @@ class Upkeep:
         self.reconcile_interval = reconcile_interval
         self.undo_kinds = undo_kinds
         self.notifier = notifier
-        self._running: dict[str, str] = {}  # job id -> root
         self._next_beat = 0.0
         self._next_reap = time.monotonic() + lease
         # Reap nobody until Redis has been reachable for a whole lease (plus margin):
@@ -47,16 +46,6 @@ class Upkeep:
         self._down_since: float | None = None
         self._up_since: float | None = None
         self._outage_notified = False
-
-    # -- local running jobs ------------------------------------------------------------
-    def started(self, job_id: str, root: str) -> None:
-        self._running[job_id] = root
-
-    def finished(self, job_id: str) -> None:
-        self._running.pop(job_id, None)
-
-    def running_ids(self) -> list[str]:
-        return list(self._running)
 
     # -- timers -------------------------------------------------------------------------
     def tick(self, running_ids: list[str]) -> None:

@@ -10,24 +10,35 @@ node that someone here follows.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pykka
 
+from jobgrove.actors.messages import (
+    Resync,
+    SubscribeLog,
+    TreeEvent,
+    UnsubscribeLog,
+    UnwatchTree,
+    ViewerClosed,
+    ViewerDrained,
+    WatchTree,
+)
+from jobgrove.core.states import FINISHED
 from jobgrove.endpoint import auth, wire
-from jobgrove.endpoint import broadcast as lb
+from jobgrove.endpoint.broadcast import LogBroadcast
 from jobgrove.endpoint.connection import Connection
 from jobgrove.endpoint.feeds import GrowthGate
 from jobgrove.endpoint.http import Limits, Request, Response
+from jobgrove.endpoint.lookups import Lookups
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
 from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
@@ -45,7 +56,14 @@ _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
            "/style.css": ("style.css", "text/css; charset=utf-8")}
 MAX_SUBSCRIPTIONS = 64  # per connection
 MAX_WATCHES = 16  # per connection
-_FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
+
+
+@dataclasses.dataclass
+class _Session:
+    """What one websocket viewer has asked for (to enforce the per-connection caps)."""
+
+    subs: set[str] = dataclasses.field(default_factory=set)
+    watches: set[str] = dataclasses.field(default_factory=set)
 
 
 def _refusal(status: int, code: str, message: str) -> Response:
@@ -87,9 +105,9 @@ class Endpoint:
         self.server: WsServer | None = None
         self.actor: pykka.ActorRef[Any] | None = None
         self._listener: Listener | None = None
-        self._lookups: _Lookups | None = None
+        self._lookups: Lookups | None = None
         self._spool: str | None = None
-        self._sessions: dict[int, dict[str, set[str]]] = {}
+        self._sessions: dict[int, _Session] = {}
         self._upstreams: set[Upstream] = set()
         self._stopped = False
 
@@ -113,9 +131,10 @@ class Endpoint:
         self.server = WsServer(host, self.port, self, limits=self.limits,
                                name=f"jg-http-{self.node_name}")
         self._spool = tempfile.mkdtemp(prefix=f"jobgrove-relay-{self.node_name}-")
-        self._lookups = _Lookups(self)
+        self._lookups = Lookups(self.store, self._tell, self._set_redis_ok,
+                                name=f"jg-lookups-{self.node_name}")
         keys = self.store.keys
-        self.actor = lb.LogBroadcast.start(
+        self.actor = LogBroadcast.start(
             self.node_name, self.log_dir, self._spool, self.gate, self._start_upstream,
             self._channel, self._lookups.request, self.max_relays)
         actor = self.actor
@@ -123,11 +142,11 @@ class Endpoint:
 
         def on_message(channel: str, payload: dict[str, Any]) -> None:
             if channel.startswith(prefix):
-                actor.tell(lb.TreeEvent(channel[len(prefix):], payload))
+                actor.tell(TreeEvent(channel[len(prefix):], payload))
 
         def on_up() -> None:
             self.redis_ok = True
-            actor.tell(lb.Tick(resync=True))
+            actor.tell(Resync())
 
         def on_down(_err: str) -> None:
             self.redis_ok = False
@@ -160,6 +179,9 @@ class Endpoint:
             upstream.join(timeout)
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
+
+    def _set_redis_ok(self, ok: bool) -> None:
+        self.redis_ok = ok
 
     def _channel(self, root: str, on: bool, on_live: Callable[[], None] | None) -> None:
         if self._listener is None:
@@ -195,7 +217,7 @@ class Endpoint:
         if self.registry.lease_held(node):
             return None
         state = self.store.job_state(job)
-        if state not in _FINISHED:
+        if state not in FINISHED:
             return None
         return (f"node {node} is gone (no live process holds its name) and job {job} is "
                 f"{state}: the rest of its log cannot be fetched")
@@ -211,7 +233,7 @@ class Endpoint:
             return _refusal(403, "unauthorized", f"origin {origin} is not allowed")
         if self.secret is not None:
             try:
-                auth.verify_token(self.secret, _token_of(request))
+                auth.verify_token(self.secret, auth.token_of(request))
             except auth.AuthError as exc:
                 return _refusal(401, "unauthorized", str(exc))
         return None
@@ -227,7 +249,7 @@ class Endpoint:
         response = Response(200, (WEB_DIR / static[0]).read_bytes(), static[1])
         token = request.query.get("token")
         if self.secret is not None and token and static[0] == "index.html" \
-                and _valid(self.secret, token):  # (it may not be what authenticated)
+                and auth.is_valid(self.secret, token):  # (it may not be what authenticated)
             age = max(0, auth.token_expiry(token) - int(time.time()))
             response.headers.append(("Set-Cookie", f"{auth.COOKIE}={token}; Path=/; "
                                      f"HttpOnly; SameSite=Strict; Max-Age={age}"))
@@ -259,14 +281,14 @@ class Endpoint:
 
     # -- websocket --------------------------------------------------------------------------
     def opened(self, conn: Connection) -> None:
-        self._sessions[conn.id] = {"subs": set(), "watches": set()}
+        self._sessions[conn.id] = _Session()
 
     def closed(self, conn: Connection) -> None:
         self._sessions.pop(conn.id, None)
-        self._tell(lb.ConnEvent("closed", conn))
+        self._tell(ViewerClosed(conn))
 
     def drained(self, conn: Connection) -> None:
-        self._tell(lb.ConnEvent("drained", conn))
+        self._tell(ViewerDrained(conn))
 
     def _tell(self, message: Any) -> None:
         if self.actor is not None:
@@ -274,27 +296,26 @@ class Endpoint:
                 self.actor.tell(message)
 
     def message(self, conn: Connection, data: str | bytes) -> None:
-        session = self._sessions.setdefault(conn.id, {"subs": set(), "watches": set()})
+        session = self._sessions.setdefault(conn.id, _Session())
         try:
             request = wire.parse_request(data)
             if isinstance(request, wire.Subscribe):
-                self._subscribe(conn, request, session["subs"])
+                self._subscribe(conn, request, session.subs)
             elif isinstance(request, wire.Unsubscribe):
-                session["subs"].discard(request.job)
-                self._tell(lb.ConnEvent("unsubscribe", conn, request.job))
+                session.subs.discard(request.job)
+                self._tell(UnsubscribeLog(conn, request.job))
             elif isinstance(request, wire.Watch):
-                if request.tree not in session["watches"] \
-                        and len(session["watches"]) >= MAX_WATCHES:
+                if request.tree not in session.watches \
+                        and len(session.watches) >= MAX_WATCHES:
                     raise wire.WireError("bad_request", f"at most {MAX_WATCHES} watches "
                                          "per connection")
                 status = self.store.tree_status(request.tree)
-                session["watches"].add(status["id"])
-                self._tell(lb.Watch(conn, status["id"], status))
+                session.watches.add(status["id"])
+                self._tell(WatchTree(conn, status["id"], status))
             else:
-                session["watches"].discard(request.tree)
+                session.watches.discard(request.tree)
                 with contextlib.suppress(JobgroveError):
-                    self._tell(lb.ConnEvent("unwatch", conn,
-                                             self.store.resolve_root(request.tree)))
+                    self._tell(UnwatchTree(conn, self.store.resolve_root(request.tree)))
         except wire.WireError as exc:
             conn.push(exc.frame())
         except UnknownJobError as exc:
@@ -308,88 +329,5 @@ class Endpoint:
                                  "per connection", job=request.job)
         status = self.store.job_status(request.job)
         subs.add(request.job)
-        self._tell(lb.Subscribe(conn, request.job, request.offset, request.follow,
+        self._tell(SubscribeLog(conn, request.job, request.offset, request.follow,
                                 status["root"], str(status["node"]), str(status["state"])))
-
-
-def _valid(secret: bytes, token: str) -> bool:
-    try:
-        auth.verify_token(secret, token)
-    except auth.AuthError:
-        return False
-    return True
-
-
-def _token_of(request: Request) -> str | None:
-    header = request.header("authorization") or ""
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    if request.query.get("token"):
-        return request.query["token"]
-    for part in (request.header("cookie") or "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == auth.COOKIE and value:
-            return value
-    return None
-
-
-class _Lookups(threading.Thread):
-    """Redis reads on behalf of the actor, a health ping and the actor's tick (1 s)."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        super().__init__(daemon=True, name=f"jg-lookups-{endpoint.node_name}")
-        self.endpoint = endpoint
-        self._cond = threading.Condition()
-        self._queue: deque[tuple[str, Any]] = deque()
-        self._halt = False
-
-    def request(self, what: str, arg: Any) -> None:
-        with self._cond:
-            self._queue.append((what, arg))
-            self._cond.notify()
-
-    def stop(self, timeout: float) -> None:
-        with self._cond:
-            self._halt = True
-            self._cond.notify()
-        self.join(timeout)
-
-    def run(self) -> None:
-        next_tick = time.monotonic()
-        while True:
-            with self._cond:
-                while not self._halt and not self._queue and time.monotonic() < next_tick:
-                    self._cond.wait(next_tick - time.monotonic())
-                if self._halt:
-                    return
-                item = self._queue.popleft() if self._queue else None
-            try:
-                if item is None:
-                    next_tick = time.monotonic() + 1.0
-                    self._tick()
-                else:
-                    self._do(*item)
-            except StoreUnavailableError:
-                self.endpoint.redis_ok = False
-            except Exception:  # the lookup thread must survive a bad record
-                log.exception("endpoint lookup %s failed", item and item[0])
-
-    def _tick(self) -> None:
-        endpoint = self.endpoint
-        try:
-            endpoint.redis_ok = endpoint.store.ping()
-        except Exception:
-            endpoint.redis_ok = False
-        endpoint._tell(lb.Tick())
-
-    def _do(self, what: str, arg: Any) -> None:
-        store = self.endpoint.store
-        if what == "states":
-            states: dict[str, str] = {}
-            for job in arg:
-                with contextlib.suppress(UnknownJobError):
-                    states[job] = store.job_state(job)
-            self.endpoint._tell(lb.States(states))
-        elif what == "snapshot":
-            with contextlib.suppress(UnknownJobError):
-                self.endpoint._tell(lb.Snapshot(arg, store.tree_status(arg)))

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jobgrove.endpoint.http import Request
 from jobgrove.errors import JobgroveError
 
 MIN_SECRET_BYTES = 16
@@ -135,3 +136,24 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str])
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
     return parts.netloc.lower() == host.strip().lower()
+
+
+def is_valid(secret: bytes, token: str) -> bool:
+    try:
+        verify_token(secret, token)
+    except AuthError:
+        return False
+    return True
+
+
+def token_of(request: Request) -> str | None:
+    header = request.header("authorization") or ""
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    if request.query.get("token"):
+        return request.query["token"]
+    for part in (request.header("cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE and value:
+            return value
+    return None

@@ -12,7 +12,6 @@ tells the results back.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import logging
@@ -21,13 +20,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pykka
-
+from jobgrove.actors.base import Actor, handles
+from jobgrove.actors.messages import (
+    JobStates,
+    LogGrew,
+    Relay,
+    RelayKind,
+    Resync,
+    SubscribeLog,
+    Tick,
+    TreeEvent,
+    TreeSnapshot,
+    UnsubscribeLog,
+    UnwatchTree,
+    Viewer,
+    ViewerClosed,
+    ViewerDrained,
+    WatchTree,
+)
+from jobgrove.core.states import FINISHED
 from jobgrove.core.status import find
 from jobgrove.core.status import states as job_states
 from jobgrove.endpoint import wire
-from jobgrove.endpoint.connection import Connection
-from jobgrove.endpoint.feeds import Feed, Growth, GrowthGate, Subscription
+from jobgrove.endpoint.feeds import Feed, GrowthGate, Subscription
+from jobgrove.endpoint.lookups import Lookup
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.jobs.log import log_path
 
@@ -37,7 +53,6 @@ log = logging.getLogger(__name__)
 #: resumes from the spool instead of the owning node.
 LINGER = 5.0
 _RANK = {"NEW": 0, "WAITING": 1, "RUNNING": 2}
-FINISHED = frozenset({"SUCCESS", "FAILED", "ABORTED"})
 
 
 def progressed(old: str | None, new: str) -> bool:
@@ -49,82 +64,13 @@ def progressed(old: str | None, new: str) -> bool:
     return new in FINISHED or _RANK.get(new, 0) > _RANK.get(old, 0)
 
 
-# -- messages ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Subscribe:
-    conn: Connection
-    job: str
-    offset: int
-    follow: bool
-    root: str
-    node: str
-    state: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Watch:
-    conn: Connection
-    root: str
-    status: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class ConnEvent:
-    """``kind``: 'unsubscribe' (``arg`` a job), 'unwatch' (``arg`` a root), 'closed'
-    (the viewer is gone) or 'drained' (its send queue has room again)."""
-
-    kind: str
-    conn: Connection
-    arg: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class TreeEvent:
-    root: str
-    event: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """A fresh read of a watched tree (once its channel is live after a watch, or
-    after a resync)."""
-
-    root: str
-    status: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class States:
-    states: dict[str, str]
-
-
-@dataclasses.dataclass(frozen=True)
-class Tick:
-    """Every second; ``resync``: the pub/sub listener (re)subscribed, so events may
-    have been missed."""
-
-    resync: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Relay:
-    """From an upstream: kind is 'grew', 'live', 'end', 'up', 'down' or 'fatal'."""
-
-    job: str
-    gen: int
-    kind: str
-    end: int = 0
-    state: str = ""
-    error: str = ""
-
-
-class LogBroadcast(pykka.ThreadingActor):
+class LogBroadcast(Actor):
     """Owns every viewer subscription and watch of one node endpoint."""
 
     def __init__(self, node_name: str, log_dir: str, spool_dir: str, gate: GrowthGate,
                  start_upstream: Callable[..., Upstream],
                  channels: Callable[[str, bool, Callable[[], None] | None], None],
-                 lookup: Callable[[str, Any], None], max_relays: int = 64) -> None:
+                 lookup: Callable[[Lookup, Any], None], max_relays: int = 64) -> None:
         super().__init__()
         self.node_name = node_name
         self.log_dir = log_dir
@@ -137,7 +83,7 @@ class LogBroadcast(pykka.ThreadingActor):
         self.lookup = lookup  # (what, arg) -> Redis read done elsewhere, told back
         self.max_relays = max_relays
         self.feeds: dict[str, Feed] = {}
-        self.watches: dict[str, dict[int, tuple[Connection, dict[str, str]]]] = {}
+        self.watches: dict[str, dict[int, tuple[Viewer, dict[str, str]]]] = {}
         self.by_conn: dict[int, set[str]] = {}
         self.refs: dict[str, int] = {}
         self._gens = itertools.count(1)
@@ -149,13 +95,6 @@ class LogBroadcast(pykka.ThreadingActor):
         for feed in self.feeds.values():
             feed.close()
         self.feeds.clear()
-
-    def on_receive(self, message: Any) -> Any:
-        handler = getattr(self, f"_on_{type(message).__name__.lower()}", None)
-        if handler is None:
-            log.warning("log broadcast ignored %r", message)
-            return None
-        return handler(message)
 
     # -- channel references ----------------------------------------------------------------
     def _ref(self, root: str, delta: int) -> None:
@@ -169,7 +108,8 @@ class LogBroadcast(pykka.ThreadingActor):
             self.channels(root, False, None)
 
     # -- subscriptions -----------------------------------------------------------------
-    def _on_subscribe(self, msg: Subscribe) -> None:
+    @handles(SubscribeLog)
+    def _on_subscribe(self, msg: SubscribeLog) -> None:
         if msg.conn.closed:
             return
         feed = self.feeds.get(msg.job)
@@ -197,7 +137,7 @@ class LogBroadcast(pykka.ThreadingActor):
                 feed.finish_local(msg.state)
         self._pump(feed)
 
-    def _new_feed(self, msg: Subscribe, keep: dict[int, Subscription]) -> Feed:
+    def _new_feed(self, msg: SubscribeLog, keep: dict[int, Subscription]) -> Feed:
         local = msg.node == self.node_name
         path = log_path(self.log_dir, msg.job) if local else \
             self.spool_dir / f"{msg.job}.{time.monotonic_ns()}.log"
@@ -215,21 +155,27 @@ class LogBroadcast(pykka.ThreadingActor):
                                                 path, feed.gen)
         return feed
 
-    def _on_connevent(self, msg: ConnEvent) -> None:
+    @handles(UnsubscribeLog)
+    def _on_unsubscribe(self, msg: UnsubscribeLog) -> None:
+        self._drop_sub(msg.conn.id, msg.job)
+
+    @handles(UnwatchTree)
+    def _on_unwatch(self, msg: UnwatchTree) -> None:
+        self._unwatch(msg.conn.id, msg.root)
+
+    @handles(ViewerDrained)
+    def _on_drained(self, msg: ViewerDrained) -> None:
+        for job in list(self.by_conn.get(msg.conn.id, ())):
+            if job in self.feeds:
+                self._pump(self.feeds[job])
+
+    @handles(ViewerClosed)
+    def _on_closed(self, msg: ViewerClosed) -> None:
         cid = msg.conn.id
-        if msg.kind == "unsubscribe":
-            self._drop_sub(cid, msg.arg)
-        elif msg.kind == "drained":
-            for job in list(self.by_conn.get(cid, ())):
-                if job in self.feeds:
-                    self._pump(self.feeds[job])
-        elif msg.kind == "closed":
-            for job in list(self.by_conn.pop(cid, ())):
-                self._drop_sub(cid, job)
-            for root in list(self.watches):
-                self._unwatch(cid, root)
-        elif msg.kind == "unwatch":
-            self._unwatch(cid, msg.arg)
+        for job in list(self.by_conn.pop(cid, ())):
+            self._drop_sub(cid, job)
+        for root in list(self.watches):
+            self._unwatch(cid, root)
 
     def _unwatch(self, cid: int, root: str) -> None:
         watchers = self.watches.get(root, {})
@@ -254,7 +200,8 @@ class LogBroadcast(pykka.ThreadingActor):
         self._ref(feed.root, -1)
         self.gate.interesting = frozenset(j for j, f in self.feeds.items() if f.local)
 
-    def _on_growth(self, msg: Growth) -> None:
+    @handles(LogGrew)
+    def _on_growth(self, msg: LogGrew) -> None:
         size = self.gate.take(msg.job)
         feed = self.feeds.get(msg.job)
         if feed is not None and feed.local and feed.final is None and size > feed.end:
@@ -282,11 +229,13 @@ class LogBroadcast(pykka.ThreadingActor):
             feed.finish_local(state)
             self._pump(feed)
 
-    def _on_states(self, msg: States) -> None:
+    @handles(JobStates)
+    def _on_states(self, msg: JobStates) -> None:
         for job, state in msg.states.items():
             self._job_state(job, state)
 
-    def _on_treeevent(self, msg: TreeEvent) -> None:
+    @handles(TreeEvent)
+    def _on_tree_event(self, msg: TreeEvent) -> None:
         event = msg.event
         kind = event.get("type")
         if kind == "status" and isinstance(event.get("job"), str) \
@@ -304,10 +253,13 @@ class LogBroadcast(pykka.ThreadingActor):
             for conn, _ in self.watches.get(msg.root, {}).values():
                 conn.push(frame)
 
-    def _on_tick(self, msg: Tick) -> None:
-        if msg.resync:
-            for root in self.watches:
-                self.lookup("snapshot", root)
+    @handles(Resync)
+    def _on_resync(self, _msg: Resync) -> None:
+        for root in self.watches:
+            self.lookup("snapshot", root)
+
+    @handles(Tick)
+    def _on_tick(self, _msg: Tick) -> None:
         now = time.monotonic()
         for feed in list(self.feeds.values()):
             if not feed.subs and feed.idle_since is not None and now - feed.idle_since > LINGER:
@@ -317,7 +269,8 @@ class LogBroadcast(pykka.ThreadingActor):
             self.lookup("states", pending)
 
     # -- watches --------------------------------------------------------------------------
-    def _on_watch(self, msg: Watch) -> None:
+    @handles(WatchTree)
+    def _on_watch(self, msg: WatchTree) -> None:
         if msg.conn.closed:
             return
         watchers = self.watches.setdefault(msg.root, {})
@@ -329,7 +282,8 @@ class LogBroadcast(pykka.ThreadingActor):
         # a change made in between (not seen on the channel) is in that read.
         self.channels(msg.root, True, functools.partial(self.lookup, "snapshot", msg.root))
 
-    def _on_snapshot(self, msg: Snapshot) -> None:
+    @handles(TreeSnapshot)
+    def _on_snapshot(self, msg: TreeSnapshot) -> None:
         fresh = job_states(msg.status)
         tree = None
         for conn, states in self.watches.get(msg.root, {}).values():
@@ -346,25 +300,26 @@ class LogBroadcast(pykka.ThreadingActor):
             self._job_state(job, state)
 
     # -- relay ---------------------------------------------------------------------------
+    @handles(Relay)
     def _on_relay(self, msg: Relay) -> None:
         feed = self.feeds.get(msg.job)
         if feed is None or feed.local or feed.gen != msg.gen:
             return
-        if msg.kind == "grew":
+        if msg.kind is RelayKind.GREW:
             feed.end = max(feed.end, msg.end)
-        elif msg.kind == "live":
+        elif msg.kind is RelayKind.LIVE:
             feed.live = True
-        elif msg.kind == "end":
+        elif msg.kind is RelayKind.END:
             feed.final_end, feed.state = msg.end, msg.state
-        elif msg.kind == "up":
+        elif msg.kind is RelayKind.UP:
             feed.error_sent = False
             return
-        elif msg.kind in ("down", "fatal"):
+        elif msg.kind in (RelayKind.DOWN, RelayKind.FATAL):
             feed.live = False
-            if msg.kind == "fatal" or not feed.error_sent:
+            if msg.kind is RelayKind.FATAL or not feed.error_sent:
                 feed.error_sent = True
                 feed.error("unavailable", msg.error)
-            if msg.kind == "fatal":
+            if msg.kind is RelayKind.FATAL:
                 for cid in list(feed.subs):
                     self.by_conn.get(cid, set()).discard(feed.job)
                 self._close_feed(feed)

@@ -21,18 +21,11 @@ from typing import Any
 
 import pykka
 
+from jobgrove.actors.messages import LogGrew, Viewer
 from jobgrove.endpoint import wire
-from jobgrove.endpoint.connection import Connection
 from jobgrove.endpoint.relay import Upstream
 
 CHUNK = 64 * 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class Growth:
-    """To the actor: the log of ``job`` grew (its size is in the ``GrowthGate``)."""
-
-    job: str
 
 
 class GrowthGate:
@@ -53,7 +46,7 @@ class GrowthGate:
             self._sizes[job] = max(size, self._sizes.get(job, 0))
         if first:
             with contextlib.suppress(pykka.ActorDeadError):
-                self.actor.tell(Growth(job))
+                self.actor.tell(LogGrew(job))
 
     def take(self, job: str) -> int:
         with self._lock:
@@ -65,7 +58,7 @@ class Subscription:
     """One viewer of a feed: the next byte it gets, and whether it follows past
     ``live``."""
 
-    conn: Connection
+    conn: Viewer
     offset: int
     follow: bool
     live_sent: bool = False

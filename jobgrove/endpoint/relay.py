@@ -12,6 +12,7 @@ from typing import Any
 
 import pykka
 
+from jobgrove.actors.messages import Relay, RelayKind
 from jobgrove.endpoint.client import Session, WsError
 from jobgrove.errors import JobgroveError
 
@@ -52,9 +53,7 @@ class Upstream(threading.Thread):
             with contextlib.suppress(OSError):
                 session.ws.sock.shutdown(socket.SHUT_RDWR)
 
-    def _tell(self, kind: str, **fields: Any) -> None:
-        from jobgrove.endpoint.broadcast import Relay
-
+    def _tell(self, kind: RelayKind, **fields: Any) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor.tell(Relay(self.job, self.gen, kind, **fields))
 
@@ -74,9 +73,9 @@ class Upstream(threading.Thread):
                     with contextlib.suppress(JobgroveError):
                         reason = self._gone(self.node, self.job)
                     if reason:
-                        self._tell("fatal", error=f"{reason}; {self.offset} bytes relayed")
+                        self._tell(RelayKind.FATAL, error=f"{reason}; {self.offset} bytes relayed")
                         return
-                    self._tell("down", error=f"log of job {self.job} lives on node "
+                    self._tell(RelayKind.DOWN, error=f"log of job {self.job} lives on node "
                                f"{self.node}: {exc}; retrying")
                 finally:
                     self._session = None
@@ -94,7 +93,7 @@ class Upstream(threading.Thread):
                 return True
             session.send({"type": "subscribe", "job": self.job, "offset": self.offset})
             self._was_up = True
-            self._tell("up")
+            self._tell(RelayKind.UP)
             while not self._halt.is_set():
                 frame = session.receive(timeout=0.5)
                 if frame is None or frame.get("job") not in (self.job, None):
@@ -103,14 +102,14 @@ class Upstream(threading.Thread):
                 if kind == "log":
                     self._append(spool, frame)
                 elif kind == "live":
-                    self._tell("live", end=self.offset)
+                    self._tell(RelayKind.LIVE, end=self.offset)
                 elif kind == "end":
-                    self._tell("end", end=int(frame.get("offset", 0)),
+                    self._tell(RelayKind.END, end=int(frame.get("offset", 0)),
                                state=str(frame.get("state")))
                     return True
                 elif kind == "error":
                     if frame.get("code") == "not_found":
-                        self._tell("fatal", error=f"node {self.node} does not know job "
+                        self._tell(RelayKind.FATAL, error=f"node {self.node} does not know job "
                                    f"{self.job}")
                         return True
                     raise WsError("unavailable", f"node {self.node}: {frame.get('message')}")
@@ -130,4 +129,4 @@ class Upstream(threading.Thread):
         spool.write(data)
         spool.flush()
         self.offset += len(data)
-        self._tell("grew", end=self.offset)
+        self._tell(RelayKind.GREW, end=self.offset)

@@ -31,7 +31,16 @@ class Job:
         raise NotImplementedError
 
     def abort(self, ctx: JobContext) -> None:
-        """Called (from another thread, keep it quick) when the running job must stop."""
+        """Called (from another thread, keep it quick) when the running job must stop.
+
+        It may come just as ``run`` returns (an abort racing the job's end): make it
+        harmless then."""
+
+    def stop_grace(self, ctx: JobContext) -> float:
+        """Seconds this job may take to stop once asked to abort, before the node fences
+        it off (records it ABORTED and discards what it returns later). Default: the
+        node's ``--abort-grace`` (``ctx.abort_grace``)."""
+        return ctx.abort_grace
 
     def on_tree_aborted(self, ctx: JobContext) -> None:
         """Called once, after the tree aborted, on jobs of this kind that had SUCCEEDED.

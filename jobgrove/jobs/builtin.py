@@ -95,6 +95,11 @@ class Shell(Job):
         Param("grace", (int, float), check=_non_negative),
     )
 
+    def stop_grace(self, ctx: JobContext) -> float:
+        # SIGTERM, up to ``grace`` seconds, then SIGKILL: give that sequence time to end
+        # (and the pipe to drain) before fencing the job off.
+        return max(ctx.abort_grace, float(ctx.params.get("grace", SHELL_GRACE)) + 2.0)
+
     def run(self, ctx: JobContext) -> Any:
         command = ctx.params["command"]
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
