@@ -4,8 +4,7 @@ Trees of jobs run on a cluster of nodes, leaves first, siblings in parallel; a f
 stops the whole tree. State lives in Redis; nodes are pykka actors.
 """
 
-__version__ = "0.1.0"
-
+from jobgrove._version import __version__
 from jobgrove.client import Client
 from jobgrove.core.spec import Param
 from jobgrove.core.states import State

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import importlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -14,13 +17,16 @@ from typing import Any
 
 import pykka
 
-from jobgrove import __version__
+from jobgrove._version import __version__
 from jobgrove.actors.messages import Hint, HintKind, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
+from jobgrove.config import ConfigError, NodeConfig, node_name
 from jobgrove.core.ids import is_job_id
-from jobgrove.core.spec import MAX_NAME, check_node_name
+from jobgrove.core.spec import MAX_NAME
+from jobgrove.endpoint.app import Endpoint
+from jobgrove.endpoint.auth import load_secret
 from jobgrove.errors import JobgroveError, StoreUnavailableError
 from jobgrove.jobs.api import kind_class, kind_names
 from jobgrove.jobs.builtin import SHELL_GRACE
@@ -38,53 +44,43 @@ log = logging.getLogger(__name__)
 _STOP_TIMEOUT = 10.0
 
 
-def default_log_dir(name: str) -> str:
-    base = os.environ.get("JOBGROVE_LOG_DIR")
-    if base:
-        return str(Path(base) / name)
-    return str(Path.home() / ".local" / "state" / "jobgrove" / name / "logs")
-
-
 class Node:
     """Runs the jobs assigned to ``name``. ``start()`` returns once the node is up.
 
     ``redis``: a URL, a redis-py client (fakeredis too), or None for the default URL.
+    Settings come from ``config`` (a ``NodeConfig``), with any of its fields given as
+    keywords on top (``Node("n1", concurrency=4)``). ``secret`` (bytes) stands for
+    ``secret_file``'s content when embedding; ``notifier`` is called on Redis outages
+    and recoveries (default: log them, and run ``notify_command`` if set);
+    ``on_log_growth(job_id, size)`` is called as job logs grow; ``address`` is what
+    the registry shows when there is no endpoint of our own.
     """
 
-    def __init__(self, name: str, *, redis: Any = None, log_dir: str | None = None,
-                 concurrency: int = 8, abort_grace: float = 10.0, lease: float = 10.0,
-                 heartbeat: float | None = None, reconcile_interval: float = 5.0,
-                 tick: float = 0.05, namespace: str = "jg", address: str | None = None,
-                 notifier: Notifier | None = None,
-                 on_log_growth: GrowthListener | None = None, listen: str | None = None,
-                 advertise: str | None = None, secret: bytes | None = None,
-                 allowed_origins: tuple[str, ...] = ()) -> None:
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME \
-                or not name.isprintable() or check_node_name(name):
-            raise JobgroveError(f"invalid node name {name!r}: 1 to {MAX_NAME} printable "
-                                "characters, no spaces, '/', '{' or '}'")
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise JobgroveError(f"concurrency must be a positive integer, got {concurrency!r}")
+    def __init__(self, name: str, *, redis: Any = None, config: NodeConfig | None = None,
+                 secret: bytes | None = None, notifier: Notifier | None = None,
+                 on_log_growth: GrowthListener | None = None, address: str | None = None,
+                 **settings: Any) -> None:
+        try:
+            node_name(name if isinstance(name, str) else "")
+        except ValueError:
+            raise ConfigError(f"invalid node name {name!r}: 1 to {MAX_NAME} printable "
+                              "characters, no spaces, '/', '{' or '}'") from None
+        unknown = set(settings) - {f.name for f in dataclasses.fields(NodeConfig)}
+        if unknown:
+            raise ConfigError(f"unknown node setting(s): {', '.join(sorted(unknown))}")
         self.name = name
+        self.config = dataclasses.replace(config or NodeConfig(), **settings)
         client = connect(redis) if redis is None or isinstance(redis, str) else decoded(redis)
-        self.keys = Keys(namespace)
+        self.keys = Keys(self.config.namespace)
         self.store = Store(client, self.keys)
         self.registry = Registry(client, self.keys)
-        self.log_dir = log_dir or default_log_dir(name)
-        self.concurrency = concurrency
-        self.abort_grace = abort_grace
-        self.lease = lease
-        self.heartbeat = heartbeat or max(lease / 4, 0.05)
-        self.reconcile_interval = reconcile_interval
-        self.tick = tick
+        self.log_dir = self.config.resolved_log_dir(name)
+        self.concurrency = self.config.concurrency
         self.address = address
-        self.notifier = notifier if notifier is not None else CommandNotifier()
-        self.on_log_growth = on_log_growth
-        self.listen = listen
-        self.advertise = advertise
         self.secret = secret
-        self.allowed_origins = allowed_origins
-        self.endpoint: Any = None
+        self.notifier = notifier
+        self.on_log_growth = on_log_growth
+        self.endpoint: Endpoint | None = None
         self.token = uuid.uuid4().hex
         self.actor: pykka.ActorRef[Any] | None = None
         self._listener: Listener | None = None
@@ -103,16 +99,25 @@ class Node:
         """Register (refusing a name held by a live process), fail what a previous
         process of this name left RUNNING, then start the actors. Raises
         StoreUnavailableError if Redis cannot be reached."""
+        config = self.config
         with self._lock:
             if self.actor is not None:
                 return self
-            Path(self.log_dir).mkdir(parents=True, exist_ok=True)
-            if self.listen is not None:
-                self._start_endpoint()
+            _import_kinds(config.imports)
+            if self.secret is None and config.secret_file is not None:
+                self.secret = load_secret(config.secret_file)
+            if self.notifier is None:
+                self.notifier = CommandNotifier(config.notify_command)
+            try:
+                Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"log dir {self.log_dir}: {exc.strerror or exc}") from exc
+            if config.listen is not None:
+                self._start_endpoint(config.listen)
             record = self.record()
             try:
-                self.registry.claim_name(self.name, self.token, int(self.lease * 1000), record,
-                                         holder_is_dead=_crashed_here)
+                self.registry.claim_name(self.name, self.token, int(config.lease * 1000),
+                                         record, holder_is_dead=_crashed_here)
             except JobgroveError:
                 if self.endpoint is not None:
                     self.endpoint.stop()
@@ -121,8 +126,8 @@ class Node:
             try:
                 undo_kinds = {k for k in kind_names() if (cls := kind_class(k)) and cls.has_undo()}
                 upkeep = Upkeep(self.store, self.registry, self.name, self.token, record,
-                                lease=self.lease, heartbeat=self.heartbeat,
-                                reconcile_interval=self.reconcile_interval,
+                                lease=config.lease, heartbeat=config.heartbeat_interval,
+                                reconcile_interval=config.reconcile_interval,
                                 undo_kinds=undo_kinds, notifier=self.notifier)
                 reaped = upkeep.reap_own()
                 if reaped:
@@ -130,7 +135,8 @@ class Node:
                                 len(reaped), self.name)
                 self.actor = NodeActor.start(
                     self.store, self.name, concurrency=self.concurrency, log_dir=self.log_dir,
-                    abort_grace=self.abort_grace, upkeep=upkeep, on_log_growth=self.on_log_growth)
+                    abort_grace=config.abort_grace, upkeep=upkeep,
+                    on_log_growth=self.on_log_growth)
                 actor = self.actor
                 self._listener = Listener(
                     self.store, [self.keys.node_channel(self.name)],
@@ -139,7 +145,7 @@ class Node:
                     on_down=lambda err: actor.tell(ListenerDown(err)),
                     name=f"jobgrove-pubsub-{self.name}")
                 self._listener.start()
-                self._ticker = Ticker(actor, self.tick, name=f"jobgrove-ticker-{self.name}")
+                self._ticker = Ticker(actor, config.tick, name=f"jobgrove-ticker-{self.name}")
                 self._ticker.start()
             except BaseException:
                 # Leave nothing behind: no lease held, no endpoint listening, no threads.
@@ -172,16 +178,13 @@ class Node:
             log.warning("node %s was not stopped by its host; stopping it at exit", self.name)
             self.stop(graceful=False)
 
-    def _start_endpoint(self) -> None:
-        from jobgrove.endpoint.app import Endpoint
-
-        assert self.listen is not None
+    def _start_endpoint(self, listen: str) -> None:
         self.endpoint = Endpoint(node_name=self.name, store=self.store, registry=self.registry,
-                                 log_dir=self.log_dir, listen=self.listen, secret=self.secret,
-                                 allowed_origins=self.allowed_origins,
+                                 log_dir=self.log_dir, listen=listen, secret=self.secret,
+                                 allowed_origins=self.config.allowed_origins,
                                  running_count=self._running_or_none)
         self.endpoint.start()
-        self.address = self.advertise or self.endpoint.address
+        self.address = self.config.advertise or self.endpoint.address
         downstream = self.on_log_growth
         endpoint = self.endpoint
 
@@ -253,7 +256,7 @@ class Node:
                             _STOP_TIMEOUT)
             # Running jobs were asked to abort: give them their grace (a shell job's
             # process group gets SIGTERM, then SIGKILL) so none outlives the node.
-            deadline = time.monotonic() + max(self.abort_grace, SHELL_GRACE + 2.0)
+            deadline = time.monotonic() + max(self.config.abort_grace, SHELL_GRACE + 2.0)
             for runner in runners:
                 if not runner.actor_stopped.wait(max(0.0, deadline - time.monotonic())):
                     log.warning("node %s: a job did not stop within its grace; it is "
@@ -269,6 +272,8 @@ class Node:
                 self.endpoint.stop()
                 self.endpoint = None
             atexit.unregister(self._stop_at_exit)
+            if isinstance(self.notifier, CommandNotifier):
+                self.notifier.join(timeout=5.0)
             log.info("node %s stopped", self.name)
 
     def __enter__(self) -> Node:
@@ -276,6 +281,18 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _import_kinds(modules: tuple[str, ...]) -> None:
+    """Import the modules that register job kinds (``--import``); the working directory
+    is importable, as it is for ``python -m``."""
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any import-time error is a bad setting
+            raise ConfigError(f"--import {module}: {type(exc).__name__}: {exc}") from exc
 
 
 def _crashed_here(holder: dict[str, Any]) -> bool:

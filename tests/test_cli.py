@@ -175,3 +175,14 @@ def test_demo_runs_embedded_without_redis() -> None:
     assert "deploy shop v3" in result.stdout
     assert "never started: " in result.stdout
     assert "exit code 3" in result.stdout  # the failing shell job's summary
+
+
+def test_demo_without_fakeredis_is_a_one_line_error() -> None:
+    # fakeredis is only in the `demo` extra: hide it as if it were not installed.
+    code = ("import sys; sys.modules['fakeredis'] = None; from jobgrove.cli import main; "
+            "sys.exit(main(['demo', '--fast']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == ("jobgrove demo: error: the embedded mode needs fakeredis: "
+                             "pip install 'jobgrove[demo]'\n")

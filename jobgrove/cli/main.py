@@ -11,11 +11,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from jobgrove import __version__
+from jobgrove._version import __version__
 from jobgrove.cli import commands
 from jobgrove.cli.common import BAD_INPUT, OK, UNAVAILABLE, UsageError
 from jobgrove.cli.demo import run_demo
-from jobgrove.cli.node_cmd import run_node
+from jobgrove.cli.node_cmd import add_node_options, run_node
 from jobgrove.core.spec import TAG_KEYS
 from jobgrove.errors import JobgroveError, SpecError, StoreUnavailableError, UnknownJobError
 from jobgrove.messaging.connection import redis_url
@@ -62,26 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("node", run_node, "run a node until SIGINT/SIGTERM (second signal: immediate)")
-    p.add_argument("--name", required=True)
-    p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:0",
-                   help="HTTP/websocket endpoint (default 127.0.0.1:0, an ephemeral port; "
-                        "'none' disables it)")
-    p.add_argument("--advertise", metavar="HOST:PORT",
-                   help="address other nodes and viewers use (default: the bound --listen)")
-    p.add_argument("--log-dir", metavar="DIR")
-    p.add_argument("--concurrency", type=_positive_int, default=8)
-    p.add_argument("--import", dest="imports", action="append", default=[],
-                   metavar="MODULE", help="import MODULE to register job kinds (repeatable)")
-    p.add_argument("--abort-grace", type=_positive_float, default=10.0, metavar="SECONDS")
-    p.add_argument("--lease", type=_positive_float, default=10.0, metavar="SECONDS",
-                   help="liveness lease; a node silent this long is lost (default 10)")
-    p.add_argument("--reconcile-interval", type=_positive_float, default=5.0,
-                   metavar="SECONDS", help="re-read Redis this often for missed hints "
-                                           "(default 5)")
-    p.add_argument("--notify-command", metavar="CMD",
-                   help="run CMD once when Redis becomes unavailable and once on recovery")
-    p.add_argument("--secret-file", metavar="FILE", help="cluster secret (enables auth)")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN")
+    add_node_options(p)
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 

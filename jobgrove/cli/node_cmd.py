@@ -1,53 +1,86 @@
-"""``jobgrove node``: run a node in this process until SIGINT/SIGTERM."""
+"""``jobgrove node``: run a node in this process until SIGINT/SIGTERM.
+
+Its options are ``NodeConfig``'s fields (``jobgrove.config``): the help text, the
+default and the check of each are stated there once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import logging
-import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from jobgrove.cli.common import UsageError
-from jobgrove.endpoint.auth import load_secret
+from jobgrove.config import DEFAULT_LISTEN, NodeConfig, node_name, parse_setting, settings
 from jobgrove.errors import JobgroveError
 from jobgrove.messaging.connection import redis_url
 from jobgrove.node import Node
-from jobgrove.notify import CommandNotifier
 
 log = logging.getLogger("jobgrove.cli")
 
 
-def _read_secret(path: str | None) -> bytes | None:
-    return None if path is None else load_secret(path)
+def _argument_type(name: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``check`` as an argparse type: its ValueError message becomes the usage error."""
 
-
-def _import_kinds(modules: list[str]) -> None:
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in modules:
+    def parse(text: str) -> Any:
         try:
-            importlib.import_module(module)
-        except Exception as exc:  # any import-time error is bad input to the CLI
-            raise UsageError(f"--import {module}: {type(exc).__name__}: {exc}") from exc
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name  # argparse names it in "invalid ... value" messages
+    return parse
+
+
+def _show(default: Any) -> str:
+    if default in (None, ()):
+        return "none"
+    return str(default)
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, type=_argument_type("name", node_name),
+                        help="this node's name (jobs name the node they run on)")
+    for field in settings():
+        flag = field.metadata.get("flag")
+        if flag is None:
+            continue
+        default = DEFAULT_LISTEN if field.name == "listen" else field.default
+        help_text = field.metadata["help"].split(" (an embedded")[0]
+        if "default:" not in help_text and not field.metadata.get("repeat"):
+            help_text += f" (default: {_show(default)})"
+        parse = _argument_type(field.name, functools.partial(parse_setting, field))
+        if field.metadata.get("repeat"):
+            parser.add_argument(flag, dest=field.name, action="append", default=[],
+                                type=parse, metavar=field.metadata["metavar"], help=help_text)
+        else:
+            parser.add_argument(flag, dest=field.name, default=default, type=parse,
+                                metavar=field.metadata["metavar"], help=help_text)
+
+
+def config_from(args: argparse.Namespace) -> NodeConfig:
+    values: dict[str, Any] = {}
+    for field in settings():
+        if field.metadata.get("flag") is None:
+            continue
+        value = getattr(args, field.name)
+        if field.metadata.get("repeat"):
+            # Each occurrence parses to a tuple (a flag may list several): flatten.
+            value = tuple(item for part in value for item in part)
+        elif isinstance(value, str) and field.name == "listen":
+            value = parse_setting(field, value)
+        values[field.name] = value
+    return NodeConfig(namespace=args.namespace, **values)
 
 
 def run_node(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _import_kinds(args.imports)
-    secret = _read_secret(args.secret_file)
-    notifier = CommandNotifier(args.notify_command)
-    node = Node(args.name, redis=redis_url(args.redis), log_dir=args.log_dir,
-                concurrency=args.concurrency, abort_grace=args.abort_grace,
-                lease=args.lease, reconcile_interval=args.reconcile_interval,
-                namespace=args.namespace, notifier=notifier,
-                listen=None if args.listen.lower() in ("", "none") else args.listen,
-                advertise=args.advertise, secret=secret,
-                allowed_origins=tuple(args.allow_origin))
+    node = Node(args.name, redis=redis_url(args.redis), config=config_from(args))
     signals = {"count": 0}
     first, second = threading.Event(), threading.Event()
 
@@ -70,5 +103,4 @@ def run_node(args: argparse.Namespace) -> int:
     except JobgroveError as exc:
         log.warning("drain failed: %s", exc)
     node.stop(graceful=False)
-    notifier.join(timeout=5)
     return 0

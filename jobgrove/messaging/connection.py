@@ -11,6 +11,8 @@ from typing import Any
 
 import redis
 
+from jobgrove.errors import JobgroveError
+
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 #: Socket timeouts: a paused or unreachable Redis must never hang a caller forever.
 SOCKET_TIMEOUT = 5.0
@@ -36,17 +38,24 @@ def connect(url: str | None = None, *, socket_timeout: float = SOCKET_TIMEOUT) -
     )
 
 
+def _fakeredis() -> Any:
+    # fakeredis is an optional dependency (the `demo` extra): production nodes never
+    # need it, and a missing one must read as a one-line hint, not an ImportError trace.
+    try:
+        import fakeredis
+    except ImportError as exc:
+        raise JobgroveError(
+            "the embedded mode needs fakeredis: pip install 'jobgrove[demo]'") from exc
+    return fakeredis
+
+
 def fake_server() -> Any:
     """A new in-process Redis (fakeredis) for the embedded mode."""
-    import fakeredis
-
-    return fakeredis.FakeServer()
+    return _fakeredis().FakeServer()
 
 
 def fake_client(server: Any) -> redis.Redis:
-    import fakeredis
-
-    return fakeredis.FakeRedis(server=server, decode_responses=True)
+    return _fakeredis().FakeRedis(server=server, decode_responses=True)
 
 
 def decoded(client: Any) -> Any:

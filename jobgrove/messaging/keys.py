@@ -96,23 +96,24 @@ class Keys:
 
     def node_channel(self, node: str) -> str:
         """Hints for one node: ``{"t": "ready"|"abort"|"done", "root": ...}``."""
-        return f"{self.ns}:ch:node:{node}"
+        return f"{self.channel_prefix}node:{node}"
 
     def tree_channel(self, root: str) -> str:
         """Every status change of one tree (``status``, ``abort`` and ``done`` events)."""
-        return f"{self.ns}:ch:tree:{root}"
+        return f"{self.channel_prefix}tree:{root}"
 
     def done_channel(self, root: str) -> str:
         """Only the tree's ``done`` message (for waiters)."""
-        return f"{self.ns}:ch:done:{root}"
+        return f"{self.channel_prefix}done:{root}"
 
     def endpoint_channel(self, node: str) -> str:
         """The endpoint listener's own channel (it keeps the subscription open)."""
-        return f"{self.ns}:ch:endpoint:{node}"
+        return f"{self.channel_prefix}endpoint:{node}"
 
 
 def lua_names() -> str:
-    """The Lua prelude naming one tree's keys and channels, from ``NS`` and ``ROOT``.
+    """The Lua prelude naming one tree's keys and channels, from ``NS`` (the key
+    namespace), ``CH`` (the channel prefix) and ``ROOT``.
 
     ``K.<part>`` for every part of ``TREE_PARTS``, ``ready_key(node)``,
     ``TREE_CHANNEL``, ``DONE_CHANNEL`` and ``node_channel(node)``: the same names as the
@@ -123,8 +124,8 @@ def lua_names() -> str:
     lines += [
         "}",
         f"local function ready_key(node) return T .. ':{READY_PART}:' .. node end",
-        "local TREE_CHANNEL = NS .. ':ch:tree:' .. ROOT",
-        "local DONE_CHANNEL = NS .. ':ch:done:' .. ROOT",
-        "local function node_channel(node) return NS .. ':ch:node:' .. node end",
+        "local TREE_CHANNEL = CH .. 'tree:' .. ROOT",
+        "local DONE_CHANNEL = CH .. 'done:' .. ROOT",
+        "local function node_channel(node) return CH .. 'node:' .. node end",
     ]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 all of its consequences (tree abort, readiness, hints) in the same step.
 
 Each script is called with named arguments. ``SCRIPTS`` declares them; the generated
-prelude binds ``NS`` and ``ROOT`` (always first) and the script's own arguments as
+prelude binds ``NS`` (key namespace), ``CH`` (channel prefix) and ``ROOT`` (always
+first) and the script's own arguments as
 ``A.<name>``, then names the tree's keys and channels (``keys.lua_names``). The shared
 functions of ``lua/common.lua`` follow, then the script's body. The only key passed is
 the tree's ``meta`` key: it gives the script its hash slot, and every key it touches
@@ -27,8 +28,8 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
 
 
 def _prelude(args: Sequence[str]) -> str:
-    named = ", ".join(f"{name} = ARGV[{i}]" for i, name in enumerate(args, start=3))
-    return ("local NS, ROOT = ARGV[1], ARGV[2]\n"
+    named = ", ".join(f"{name} = ARGV[{i}]" for i, name in enumerate(args, start=4))
+    return ("local NS, CH, ROOT = ARGV[1], ARGV[2], ARGV[3]\n"
             f"local A = {{{named}}}\n" + lua_names())
 
 
@@ -41,11 +42,10 @@ def source(name: str) -> str:
 
 
 class TreeScript:
-    """One registered script, called as ``script(root, name=value, ...)``."""
+    """One registered script, called as ``script(keys, root, name=value, ...)``."""
 
-    def __init__(self, client: Any, keys: Keys, name: str) -> None:
+    def __init__(self, client: Any, name: str) -> None:
         self.name = name
-        self.keys = keys
         self.args = SCRIPTS[name]
         self._script = client.register_script(source(name))
 
@@ -57,20 +57,21 @@ class TreeScript:
     def text(self) -> str:
         return str(self._script.script)
 
-    def call_args(self, root: str, named: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    def call_args(self, keys: Keys, root: str,
+                  named: dict[str, Any]) -> tuple[list[str], list[Any]]:
         """(KEYS, ARGV) of a call; every declared argument must be given, nothing else."""
         if named.keys() != set(self.args):
             missing = sorted(set(self.args) - named.keys())
             extra = sorted(named.keys() - set(self.args))
             raise TypeError(f"script {self.name}: missing {missing}, unexpected {extra}")
-        argv = [self.keys.ns, root, *(named[a] for a in self.args)]
-        return [self.keys.tree_key(root, "meta")], argv
+        argv = [keys.ns, keys.channel_prefix, root, *(named[a] for a in self.args)]
+        return [keys.tree_key(root, "meta")], argv
 
-    def __call__(self, root: str, **named: Any) -> Any:
-        keys, argv = self.call_args(root, named)
-        return self._script(keys=keys, args=argv)
+    def __call__(self, keys: Keys, root: str, **named: Any) -> Any:
+        key_list, argv = self.call_args(keys, root, named)
+        return self._script(keys=key_list, args=argv)
 
 
-def register_scripts(client: Any, keys: Keys) -> dict[str, TreeScript]:
+def register_scripts(client: Any) -> dict[str, TreeScript]:
     """Register every script on ``client``; returns name -> script."""
-    return {name: TreeScript(client, keys, name) for name in SCRIPTS}
+    return {name: TreeScript(client, name) for name in SCRIPTS}

@@ -63,7 +63,7 @@ class Store:
         # redis-py's annotations cannot express "decoded" (every reply is bytes | str).
         self.client: Any = client
         self.keys = keys or Keys()
-        self._scripts = register_scripts(client, self.keys)
+        self._scripts = register_scripts(client)
         # Run tokens only need to be unique: a random prefix per store and a counter are
         # cheaper than a uuid4 per claim.
         self._token_prefix = uuid.uuid4().hex[:16]
@@ -309,7 +309,7 @@ class Store:
         """Move up to ``max_jobs`` runnable jobs of ``root`` on ``node`` to RUNNING."""
         if max_jobs <= 0:
             return []
-        flat = self._scripts["claim"](root, node=node, max=max_jobs,
+        flat = self._scripts["claim"](self.keys, root, node=node, max=max_jobs,
                                       token_base=self._token_base())
         return decode_claims(root, flat)
 
@@ -326,7 +326,7 @@ class Store:
                summary: str = "", result: Any = None) -> Outcome:
         """Record a RUNNING job's outcome (compare-and-set on its run token)."""
         named = self._finish_args(Finish(root, job_id, token, ok, summary, result))
-        return decode_outcome(root, self._scripts["finish"](root, **named))
+        return decode_outcome(root, self._scripts["finish"](self.keys, root, **named))
 
     @translate_errors
     def finish_many(self, items: list[Finish]) -> list[Outcome]:
@@ -337,7 +337,7 @@ class Store:
             # round trip per batch; a NOSCRIPT (server restarted) reloads and retries.
             pipe = self.client.pipeline(transaction=False)
             for item in items:
-                keys, argv = script.call_args(item.root, self._finish_args(item))
+                keys, argv = script.call_args(self.keys, item.root, self._finish_args(item))
                 pipe.evalsha(script.sha, len(keys), *keys, *argv)
             # Each reply on its own: one failing script must not cost the others.
             replies = pipe.execute(raise_on_error=False)
@@ -357,7 +357,7 @@ class Store:
     def abort(self, job_id: str) -> Outcome:
         """A user abort of any job: acts like its failure (the whole tree stops)."""
         root = self.resolve_root(job_id)
-        outcome = decode_outcome(root, self._scripts["abort"](root, job=job_id))
+        outcome = decode_outcome(root, self._scripts["abort"](self.keys, root, job=job_id))
         if outcome.verdict is Verdict.UNKNOWN:
             raise UnknownJobError(job_id)
         return outcome
@@ -365,4 +365,4 @@ class Store:
     @translate_errors
     def reap(self, root: str, node: str, summary: str) -> list[str]:
         """Fail every RUNNING job of ``root`` on a lost ``node``; returns their ids."""
-        return list(self._scripts["reap"](root, node=node, summary=summary))
+        return list(self._scripts["reap"](self.keys, root, node=node, summary=summary))
