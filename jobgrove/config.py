@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,17 @@ def words(text: str) -> tuple[str, ...]:
     return tuple(text.replace(",", " ").split())
 
 
+def command_line(text: str) -> str:
+    """A command, split like a shell would (no expansion)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"is not a command line: {exc}") from None
+    if not argv:
+        raise ValueError("is empty")
+    return text
+
+
 def _setting(default: Any, help: str, *, flag: str | None = None, key: str | None = None,
              parse: Callable[[str], Any] | None = None, metavar: str | None = None,
              repeat: bool = False) -> Any:
@@ -140,7 +152,7 @@ class NodeConfig:
     notify_command: str | None = _setting(
         None, "command run once when Redis becomes unavailable and once on recovery "
         "(details in its environment and as JSON on stdin)", flag="--notify-command",
-        key="NOTIFY_COMMAND", metavar="CMD")
+        key="NOTIFY_COMMAND", parse=command_line, metavar="CMD")
     abort_grace: float = _setting(
         10.0, "seconds a job may take to stop once asked to abort, before it is fenced "
         "off (recorded ABORTED, its late result discarded)", flag="--abort-grace",

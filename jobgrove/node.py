@@ -217,8 +217,8 @@ class Node:
         if self.actor is None:
             return True
         proxy = self.actor.proxy()
-        return proxy.running_count.get(timeout=_STOP_TIMEOUT) == 0 \
-            and proxy.pending_outcomes.get(timeout=_STOP_TIMEOUT) == 0
+        running = int(proxy.running_count.get(timeout=_STOP_TIMEOUT))
+        return running == 0 and int(proxy.pending_outcomes.get(timeout=_STOP_TIMEOUT)) == 0
 
     def wait_idle(self, timeout: float, interrupt: threading.Event | None = None) -> bool:
         """Wait until ``idle()`` (True), the timeout, or ``interrupt`` is set (False)."""

@@ -20,7 +20,6 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
              what: str = "condition") -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = condition()
         if last:
@@ -34,7 +33,8 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class RedisServer:

@@ -54,7 +54,8 @@ def fake_server() -> Any:
     return _fakeredis().FakeServer()
 
 
-def fake_client(server: Any) -> redis.Redis:
+def fake_client(server: Any) -> Any:
+    """A client of ``server`` (a fakeredis FakeRedis, the redis-py API)."""
     return _fakeredis().FakeRedis(server=server, decode_responses=True)
 
 

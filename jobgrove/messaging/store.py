@@ -153,7 +153,7 @@ class Store:
         root = self.client.hget(self.keys.roots, job_id) if isinstance(job_id, str) else None
         if root is None:
             raise UnknownJobError(job_id)
-        return root
+        return str(root)
 
     @translate_errors
     def tree_flat(self, root: str) -> dict[str, dict[str, Any]]:
@@ -183,7 +183,7 @@ class Store:
         state = self.client.hget(self.keys.tree_key(root, "state"), job_id)
         if state is None:
             raise UnknownJobError(job_id)
-        return state
+        return str(state)
 
     @translate_errors
     def job_status(self, job_id: str) -> dict[str, Any]:
