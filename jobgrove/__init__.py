@@ -6,9 +6,11 @@ stops the whole tree. State lives in Redis; nodes are pykka actors.
 
 from jobgrove._version import __version__
 from jobgrove.client import Client
+from jobgrove.config import NodeConfig
 from jobgrove.core.spec import Param
 from jobgrove.core.states import State
 from jobgrove.errors import (
+    ConfigError,
     CorruptRecordError,
     JobAbortedError,
     JobFailedError,
@@ -20,11 +22,12 @@ from jobgrove.errors import (
     UnknownNodeError,
     WaitTimeoutError,
 )
-from jobgrove.jobs.api import Job, JobContext, job_kind
+from jobgrove.jobs import Job, JobContext, job_kind
 from jobgrove.node import Node
 
 __all__ = [
     "Client",
+    "ConfigError",
     "CorruptRecordError",
     "Job",
     "JobAbortedError",
@@ -32,6 +35,7 @@ __all__ = [
     "JobFailedError",
     "JobgroveError",
     "Node",
+    "NodeConfig",
     "NodeNameInUseError",
     "Param",
     "SpecError",

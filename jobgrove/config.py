@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from jobgrove.core.spec import MAX_NAME, check_node_name
-from jobgrove.errors import JobgroveError
+from jobgrove.errors import ConfigError
 
 #: The command-line default of ``--listen``: loopback, any free port (an embedded
 #: ``Node`` has no endpoint unless given ``listen``).
 DEFAULT_LISTEN = "127.0.0.1:0"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-class ConfigError(JobgroveError):
-    """A node setting that cannot be used; the message names the setting."""
 
 
 # -- parsers: text -> value, or ValueError saying what is wrong -----------------------------

@@ -38,6 +38,10 @@ class UnknownNodeError(JobgroveError):
         self.names = names
 
 
+class ConfigError(JobgroveError, ValueError):
+    """A node setting that cannot be used; the message names the setting."""
+
+
 class NodeNameInUseError(JobgroveError):
     """Another live process already runs a node under this name."""
 

@@ -28,6 +28,7 @@ import textwrap
 from pathlib import Path
 
 from jobgrove.config import DEFAULT_LISTEN, node_name, parse_setting, settings
+from jobgrove.errors import ConfigError
 
 BAD_INPUT = 2
 #: Keys of the launcher itself; the others are NodeConfig's (``key`` metadata).
@@ -43,10 +44,6 @@ _OWN_KEYS = {
 _FIELDS = {f.metadata["key"]: f for f in settings() if f.metadata.get("key")}
 KEYS = (*_OWN_KEYS, *_FIELDS)
 _KEY_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
-
-
-class ConfigError(Exception):
-    pass
 
 
 def _describe(key: str) -> str:

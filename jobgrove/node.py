@@ -22,12 +22,12 @@ from jobgrove.actors.messages import Hint, HintKind, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
-from jobgrove.config import ConfigError, NodeConfig, node_name
+from jobgrove.config import NodeConfig, node_name
 from jobgrove.core.ids import is_job_id
 from jobgrove.core.spec import MAX_NAME
 from jobgrove.endpoint.app import Endpoint
 from jobgrove.endpoint.auth import load_secret
-from jobgrove.errors import JobgroveError, StoreUnavailableError
+from jobgrove.errors import ConfigError, JobgroveError, StoreUnavailableError
 from jobgrove.jobs.api import kind_class, kind_names
 from jobgrove.jobs.builtin import SHELL_GRACE
 from jobgrove.jobs.log import GrowthListener
