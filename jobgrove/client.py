@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from jobgrove.core.spec import parse_spec
+from jobgrove.core.states import State
 from jobgrove.errors import UnknownJobError, UnknownNodeError, WaitTimeoutError
 from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.connection import connect, decoded
@@ -80,7 +81,7 @@ class Client:
 
     def _is_running(self, job_id: Any) -> bool:
         try:
-            return isinstance(job_id, str) and self.store.job_state(job_id) == "RUNNING"
+            return isinstance(job_id, str) and self.store.job_state(job_id) == State.RUNNING
         except UnknownJobError:
             return False
 

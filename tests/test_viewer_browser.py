@@ -96,15 +96,18 @@ def open_page(devtools: str, url: str) -> Page:
     return page
 
 
-def test_viewer_shows_a_live_tree_and_log(cluster: Cluster, browser: str) -> None:
+def test_viewer_shows_a_live_tree_and_log(cluster: Cluster, browser: str,
+                                          tmp_path: Path) -> None:
     a = cluster.add("a")
     cluster.add("b")
     assert a is not None
+    gate = tmp_path / "gate"  # the build goes on once the page has shown it live
     spec = {"title": "deploy shop", "kind": "noop", "node": "a",
             "tags": {"workspace": "acme", "application": "shop"},
             "children": [{"title": "build", "kind": "shell", "node": "b", "params": {
                 "command": ["sh", "-c", "for i in $(seq 1 8); do echo build step $i; "
-                            "sleep 0.15; done"]}}]}
+                            f"sleep 0.15; if [ $i = 3 ]; then while [ ! -e {gate} ]; do "
+                            "sleep 0.05; done; fi; done"]}}]}
     root = cluster.client.submit(spec)
     child = cluster.client.status(root)["children"][0]["id"]
     page = open_page(browser, f"http://{a.address}/?workspace=acme")
@@ -121,6 +124,7 @@ def test_viewer_shows_a_live_tree_and_log(cluster: Cluster, browser: str) -> Non
         # Live: a log line appears while the tree is still running.
         wait_for(lambda: "build step 2" in page.js("document.getElementById('log').textContent")
                  and page.js(root_state) != "SUCCESS", timeout=10, what="live log line")
+        gate.touch()
         wait_for(lambda: page.js(root_state) == "SUCCESS", timeout=15, what="tree SUCCESS")
         wait_for(lambda: "log complete" in page.js(
             "document.getElementById('log-status').textContent"), timeout=10)

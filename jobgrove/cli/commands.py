@@ -13,6 +13,7 @@ from jobgrove.cli.logs import print_log
 from jobgrove.cli.render import STYLE, draw_tree, duration, follow_tree
 from jobgrove.cli.tails import LogTails
 from jobgrove.core.spec import TAG_KEYS
+from jobgrove.core.states import State
 from jobgrove.endpoint.auth import load_secret, mint_token
 
 
@@ -102,7 +103,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("JOBGROVE_TOKEN")
     state = print_log(client, args.id, follow=args.follow, via=args.via, token=token,
                       out=sys.stdout)
-    return 0 if state in (None, "SUCCESS") or not args.follow else 1
+    return 0 if state in (None, State.SUCCESS) or not args.follow else 1
 
 
 def cmd_token(args: argparse.Namespace) -> int:

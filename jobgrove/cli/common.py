@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jobgrove.client import Client
+from jobgrove.core.states import State
 from jobgrove.core.status import is_done
 from jobgrove.errors import JobgroveError
 from jobgrove.messaging.connection import redis_url
@@ -31,7 +32,7 @@ def print_json(value: Any) -> None:
 
 def outcome_code(status: dict[str, Any]) -> int:
     """1 for a done tree that did not succeed, else 0 (a running tree is not a failure)."""
-    return NOT_SUCCESS if is_done(status) and status["state"] != "SUCCESS" else OK
+    return NOT_SUCCESS if is_done(status) and status["state"] != State.SUCCESS else OK
 
 
 def read_spec(path: str) -> Any:

@@ -14,6 +14,7 @@ from rich.rule import Rule
 from jobgrove.cli.render import follow_tree
 from jobgrove.cli.tails import LogTails, file_reader
 from jobgrove.client import Client
+from jobgrove.core.states import State
 from jobgrove.core.status import counts, walk
 from jobgrove.jobs.log import log_path
 from jobgrove.messaging.connection import fake_client, fake_server
@@ -85,9 +86,9 @@ def run_demo(fast: bool = False) -> int:
             client = Client(fake_client(server))
             tails = LogTails(client, file_reader(log_dirs))
             console.print(Rule("jobgrove demo: an embedded cluster of nodes n1 and n2"))
-            ok = _run(console, client, tails, log_dirs, sample_tree(pause), "SUCCESS")
+            ok = _run(console, client, tails, log_dirs, sample_tree(pause), State.SUCCESS)
             console.print(Rule("a failing tree: one job fails, the whole tree stops"))
-            ok = _run(console, client, tails, log_dirs, failing_tree(pause), "ABORTED") and ok
+            ok = _run(console, client, tails, log_dirs, failing_tree(pause), State.ABORTED) and ok
             console.print(Rule("trees tagged workspace=demo, newest first"))
             for tree in client.list(workspace="demo").trees:
                 console.print(f"  {tree['id']}  {tree['state']:<8} {tree['title']}",
@@ -104,7 +105,7 @@ def _run(console: Console, client: Client, tails: LogTails, log_dirs: dict[str, 
     console.print(f"submitted [bold]{spec['title']}[/] as {tree_id}", highlight=False)
     status = follow_tree(client, tree_id, console, tails.render)
     console.print()
-    if expected == "SUCCESS":
+    if expected == State.SUCCESS:
         _show_log(console, log_dirs, _titled(status, "build"))
     else:
         _show_log(console, log_dirs, _titled(status, "transform"))

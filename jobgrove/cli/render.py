@@ -11,14 +11,15 @@ from rich.live import Live
 from rich.text import Text
 from rich.tree import Tree
 
+from jobgrove.core.states import State
 from jobgrove.core.status import counts, is_done
 
 STYLE = {
-    "NEW": "dim", "WAITING": "yellow", "RUNNING": "bold cyan",
-    "SUCCESS": "green", "FAILED": "bold red", "ABORTED": "magenta",
+    State.NEW: "dim", State.WAITING: "yellow", State.RUNNING: "bold cyan",
+    State.SUCCESS: "green", State.FAILED: "bold red", State.ABORTED: "magenta",
 }
-ICON = {"NEW": "·", "WAITING": "…", "RUNNING": "▶", "SUCCESS": "✔", "FAILED": "✘",
-        "ABORTED": "■"}
+ICON = {State.NEW: "·", State.WAITING: "…", State.RUNNING: "▶", State.SUCCESS: "✔",
+        State.FAILED: "✘", State.ABORTED: "■"}
 #: Children shown per job; the rest are summarised in one line (trees can be huge).
 MAX_CHILDREN = 12
 
@@ -44,9 +45,9 @@ def _label(job: dict[str, Any], now: float) -> Text:
     spent = duration(job, now)
     if spent:
         text.append(f"  {spent}")
-    if job.get("summary") and state in ("FAILED", "ABORTED"):
+    if job.get("summary") and state in (State.FAILED, State.ABORTED):
         text.append(f"  {job['summary']}", style=STYLE.get(state, ""))
-    if job.get("cause") and job["cause"] != job["id"] and state == "ABORTED":
+    if job.get("cause") and job["cause"] != job["id"] and state == State.ABORTED:
         text.append(f"  (cause {job['cause'][:8]})", style="dim")
     return text
 
@@ -59,8 +60,8 @@ def draw_tree(status: dict[str, Any], now: float | None = None) -> RenderableTyp
         branch, job = stack.pop()
         children = job.get("children", [])
         # Show the interesting ones first: running and failed before finished ones.
-        order = {"RUNNING": 0, "FAILED": 1, "WAITING": 2, "ABORTED": 3, "NEW": 4,
-                 "SUCCESS": 5}
+        order = {State.RUNNING: 0, State.FAILED: 1, State.WAITING: 2, State.ABORTED: 3,
+                 State.NEW: 4, State.SUCCESS: 5}
         shown = sorted(children, key=lambda c: order.get(c["state"], 9))[:MAX_CHILDREN] \
             if len(children) > MAX_CHILDREN else children
         for child in shown:

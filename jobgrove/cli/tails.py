@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from jobgrove.cli.logs import tail_reader
+from jobgrove.core.states import State
 from jobgrove.core.status import walk
 from jobgrove.jobs.log import log_path
 
@@ -20,7 +21,7 @@ SHOWN_LINES = 4
 
 
 def _running(status: dict[str, Any]) -> list[dict[str, Any]]:
-    found = [job for job in walk(status) if job["state"] == "RUNNING"]
+    found = [job for job in walk(status) if job["state"] == State.RUNNING]
     return sorted(found, key=lambda j: j.get("started") or 0)
 
 

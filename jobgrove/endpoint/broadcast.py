@@ -38,7 +38,7 @@ from jobgrove.actors.messages import (
     ViewerDrained,
     WatchTree,
 )
-from jobgrove.core.states import FINISHED
+from jobgrove.core.states import FINISHED, State
 from jobgrove.core.status import find
 from jobgrove.core.status import states as job_states
 from jobgrove.endpoint import wire
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 #: A relayed feed with no viewers is kept this long, so a viewer that reconnects
 #: resumes from the spool instead of the owning node.
 LINGER = 5.0
-_RANK = {"NEW": 0, "WAITING": 1, "RUNNING": 2}
+_RANK: dict[str, int] = {State.NEW: 0, State.WAITING: 1, State.RUNNING: 2}
 
 
 def progressed(old: str | None, new: str) -> bool:
@@ -145,7 +145,7 @@ class LogBroadcast(Actor):
                     gen=next(self._gens))
         self.feeds[msg.job] = feed
         self._ref(msg.root, 1)
-        self.gate.interesting = frozenset(j for j, f in self.feeds.items() if f.local)
+        self.gate.watch(frozenset(j for j, f in self.feeds.items() if f.local))
         if not local:
             lowest = min([msg.offset, *(s.offset for s in keep.values())])
             feed.base = feed.end = lowest
@@ -198,7 +198,7 @@ class LogBroadcast(Actor):
         feed.close()
         del self.feeds[feed.job]
         self._ref(feed.root, -1)
-        self.gate.interesting = frozenset(j for j, f in self.feeds.items() if f.local)
+        self.gate.watch(frozenset(j for j, f in self.feeds.items() if f.local))
 
     @handles(LogGrew)
     def _on_growth(self, msg: LogGrew) -> None:

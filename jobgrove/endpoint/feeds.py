@@ -34,12 +34,14 @@ class GrowthGate:
 
     def __init__(self) -> None:
         self.actor: pykka.ActorRef[Any] | None = None
-        self.interesting: frozenset[str] = frozenset()
+        # Replaced whole (never mutated) by the actor, read by job threads: a reader
+        # always sees one consistent set.
+        self._interesting: frozenset[str] = frozenset()
         self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def notify(self, job: str, size: int) -> None:
-        if job not in self.interesting or self.actor is None:
+        if job not in self._interesting or self.actor is None:
             return
         with self._lock:
             first = job not in self._sizes
@@ -47,6 +49,10 @@ class GrowthGate:
         if first:
             with contextlib.suppress(pykka.ActorDeadError):
                 self.actor.tell(LogGrew(job))
+
+    def watch(self, jobs: frozenset[str]) -> None:
+        """The local jobs someone watches now (from the actor)."""
+        self._interesting = jobs
 
     def take(self, job: str) -> int:
         with self._lock:

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from jobgrove.core.spec import JobSpec
+from jobgrove.core.states import State
 from jobgrove.core.status import nest_status
 from jobgrove.errors import (
     StoreUnavailableError,
@@ -116,7 +117,7 @@ class Store:
             "id": j.id, "parent": j.parent, "node": j.node, "kind": j.kind,
             "title": j.title, "params": j.params, "children": list(j.children)}))
             for j in jobs))
-        hset_chunks(tk("state"), ((j.id, "NEW" if j.children else "WAITING") for j in jobs))
+        hset_chunks(tk("state"), ((j.id, State.NEW if j.children else State.WAITING) for j in jobs))
         hset_chunks(tk("node"), ((j.id, j.node) for j in jobs))
         hset_chunks(tk("parent"), ((j.id, j.parent) for j in jobs if j.parent))
         hset_chunks(tk("pending"), ((j.id, len(j.children)) for j in jobs if j.children))
@@ -256,7 +257,7 @@ class Store:
         pipe.hget(k.tree_key(root, "token"), job_id)
         pipe.hget(k.tree_key(root, "spec"), job_id)
         state, token, raw_spec = pipe.execute()
-        if state != "RUNNING" or token is None or raw_spec is None:
+        if state != State.RUNNING or token is None or raw_spec is None:
             return None
         spec = load_json(raw_spec, f"job {job_id} spec")
         return Claim(root, job_id, token, spec, self.results(root, spec.get("children", [])),
@@ -289,7 +290,7 @@ class Store:
         if not kinds or not self.aborting(root):
             return []
         ids = [j["id"] for j in self.tree_flat(root).values()
-               if j["state"] == "SUCCESS" and j["node"] == node and j["kind"] in kinds]
+               if j["state"] == State.SUCCESS and j["node"] == node and j["kind"] in kinds]
         undone = self.keys.tree_key(root, "undone")
         claimed: list[str] = []
         for job_id in ids:
@@ -316,7 +317,7 @@ class Store:
     def _finish_args(self, item: Finish) -> dict[str, Any]:
         return {
             "job": item.job_id, "token": item.token,
-            "outcome": "SUCCESS" if item.ok else "FAILED", "summary": item.summary[:2000],
+            "outcome": State.SUCCESS if item.ok else State.FAILED, "summary": item.summary[:2000],
             "result": "" if item.result is None else json.dumps(item.result),
             "reporter": item.reporter,
             "claim_token": self._token_base() if item.claim else ""}
