@@ -42,6 +42,11 @@ class ConfigError(JobgroveError, ValueError):
     """A node setting that cannot be used; the message names the setting."""
 
 
+class FencedError(JobgroveError):
+    """This node process lost its node name to another process (its lease lapsed and
+    a newer process registered): Redis refuses its claims and outcomes."""
+
+
 class NodeNameInUseError(JobgroveError):
     """Another live process already runs a node under this name."""
 

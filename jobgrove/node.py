@@ -11,13 +11,13 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pykka
 
 from jobgrove._version import __version__
+from jobgrove.actors.lease import Lease
 from jobgrove.actors.messages import Hint, HintKind, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
 from jobgrove.actors.ticker import Ticker
@@ -81,7 +81,7 @@ class Node:
         self.notifier = notifier
         self.on_log_growth = on_log_growth
         self.endpoint: Endpoint | None = None
-        self.token = uuid.uuid4().hex
+        self.lease = Lease(self.registry, name, self.config.lease)
         self.actor: pykka.ActorRef[Any] | None = None
         self._listener: Listener | None = None
         self._ticker: Ticker | None = None
@@ -90,10 +90,7 @@ class Node:
     def record(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "version": __version__,
                 "concurrency": self.concurrency, "started": time.time(),
-                "pid": os.getpid(), "host": socket.gethostname(), "kinds": kind_names(),
-                # Lets a restart on this host take over the lease of a crashed process
-                # (compare-and-set); anyone who can read Redis can write it anyway.
-                "lease_token": self.token}
+                "pid": os.getpid(), "host": socket.gethostname(), "kinds": kind_names()}
 
     def start(self) -> Node:
         """Register (refusing a name held by a live process), fail what a previous
@@ -116,8 +113,9 @@ class Node:
                 self._start_endpoint(config.listen)
             record = self.record()
             try:
-                self.registry.claim_name(self.name, self.token, int(config.lease * 1000),
-                                         record, holder_is_dead=_crashed_here)
+                # The record carries the lease token: it lets a restart on this host take
+                # over the lease of a crashed process (compare-and-set).
+                self.lease.acquire(record, holder_is_dead=_crashed_here)
             except JobgroveError:
                 if self.endpoint is not None:
                     self.endpoint.stop()
@@ -125,8 +123,8 @@ class Node:
                 raise
             try:
                 undo_kinds = {k for k in kind_names() if (cls := kind_class(k)) and cls.has_undo()}
-                upkeep = Upkeep(self.store, self.registry, self.name, self.token, record,
-                                lease=config.lease, heartbeat=config.heartbeat_interval,
+                upkeep = Upkeep(self.store, self.registry, self.lease, record,
+                                heartbeat=config.heartbeat_interval,
                                 reconcile_interval=config.reconcile_interval,
                                 undo_kinds=undo_kinds, notifier=self.notifier)
                 reaped = upkeep.reap_own()
@@ -168,7 +166,7 @@ class Node:
             self.endpoint.stop()
             self.endpoint = None
         try:
-            self.registry.release(self.name, self.token)
+            self.lease.release()
         except StoreUnavailableError:
             log.warning("node %s: could not release its lease (it expires by itself)",
                         self.name)
@@ -263,9 +261,12 @@ class Node:
                                 "recorded FAILED and left to the process exit", self.name)
                     break
             try:
-                for root in self.store.node_trees(self.name):
-                    self.store.reap(root, self.name, f"node {self.name} stopped")
-                self.registry.release(self.name, self.token)
+                # Fenced: the name is another process's now, and so is what runs on it.
+                if not self.lease.fenced:
+                    for root in self.store.node_trees(self.name):
+                        self.store.reap(root, self.name, f"node {self.name} stopped",
+                                        upto=self.lease.holder.epoch)
+                    self.lease.release()
             except StoreUnavailableError as exc:
                 log.error("node %s stopped without reaching Redis: %s", self.name, exc)
             if self.endpoint is not None:

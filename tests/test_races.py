@@ -216,6 +216,7 @@ def test_threads_simultaneous_aborts(redis_url: str) -> None:
 
     def work(index: int) -> None:
         own = store_for(redis_url)
+        own.holder = store.holder  # its own connection, the claiming process's identity
         claim = claims[index]
         barrier.wait(timeout=10)
         if index % 2:

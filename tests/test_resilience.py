@@ -25,8 +25,9 @@ def test_a_claim_whose_reply_was_lost_is_run_by_its_node(nodes: Any, redis_url: 
     client = Client(redis_url)
     node.drain()  # the node claims nothing by itself...
     tree = client.submit({"kind": "noop", "node": "n1"})
-    # ...so this claim, made "for n1" whose reply never reaches n1, is the only one.
-    assert len(client.store.claim(tree, "n1", 5)) == 1
+    # ...so this claim, made "for n1" (by its process) whose reply never reaches n1, is
+    # the only one.
+    assert len(client.store.claim(tree, "n1", 5, node.lease.holder)) == 1
     assert client.job(tree)["state"] == "RUNNING"
     status = client.wait(tree, timeout=10)
     assert status["state"] == "SUCCESS"

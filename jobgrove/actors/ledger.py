@@ -8,6 +8,7 @@ Each is owned by the node actor and used only from its thread.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -77,6 +78,52 @@ class Slots(Generic[R]):
         return [slot.runner for slot in self._held.values()]
 
 
+class Supervisors(Generic[R]):
+    """The tree supervisors of this node by root. One whose tree has nothing running
+    here is kept ``idle_for`` seconds: in a chain the parent usually starts next."""
+
+    def __init__(self, start: Callable[[str], R], stop: Callable[[R], None],
+                 idle_for: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._start = start
+        self._stop = stop
+        self.idle_for = idle_for
+        self._clock = clock
+        self._refs: dict[str, R] = {}
+        self._idle_since: dict[str, float] = {}
+
+    def get(self, root: str) -> R | None:
+        return self._refs.get(root)
+
+    def ensure(self, root: str) -> R:
+        """The supervisor of ``root``, started if there is none."""
+        self._idle_since.pop(root, None)
+        ref = self._refs.get(root)
+        if ref is None:
+            ref = self._refs[root] = self._start(root)
+        return ref
+
+    def idle(self, root: str) -> None:
+        self._idle_since[root] = self._clock()
+
+    def stop_idle(self, busy: Callable[[str], bool]) -> None:
+        now = self._clock()
+        for root, since in list(self._idle_since.items()):
+            if now - since >= self.idle_for and not busy(root):
+                del self._idle_since[root]
+                ref = self._refs.pop(root, None)
+                if ref is not None:
+                    self._stop(ref)
+
+    def all(self) -> list[R]:
+        return list(self._refs.values())
+
+    def stop_all(self) -> None:
+        for ref in self._refs.values():
+            self._stop(ref)
+        self._refs.clear()
+        self._idle_since.clear()
+
+
 class RunnerPool(Generic[R]):
     """Idle job actors, reused for the next job; at most ``size`` kept idle."""
 
@@ -105,6 +152,23 @@ class RunnerPool(Generic[R]):
         for runner in self._idle:
             self._stop(runner)
         self._idle.clear()
+
+
+class TreeErrors:
+    """Errors met while working on single trees, logged once each: one tree's bad record
+    must neither stop the node's work on the others nor flood the log every tick."""
+
+    def __init__(self, log: Callable[[str, str, str], None]) -> None:
+        self._log = log
+        self._seen: dict[tuple[str, str], str] = {}
+
+    def failed(self, root: str, what: str, error: str) -> None:
+        if self._seen.get((root, what)) != error:
+            self._seen[(root, what)] = error
+            self._log(root, what, error)
+
+    def forget(self, root: str) -> None:
+        self._seen = {k: v for k, v in self._seen.items() if k[0] != root}
 
 
 class Outbox(Generic[M]):

@@ -110,7 +110,10 @@ class JobsEnded:
 
 @dataclasses.dataclass(frozen=True)
 class AbortCheck:
-    """Node to supervisor: the tree is aborting; abort the local jobs."""
+    """Node to supervisor: abort the local jobs (the tree is aborting, or this process
+    lost its node name)."""
+
+    why: str = "the tree is aborting"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import pykka
 
 from jobgrove.actors.base import Actor, handles
+from jobgrove.actors.health import RedisHealth
 from jobgrove.actors.job_actor import JobActor
-from jobgrove.actors.ledger import Outbox, RunnerPool, Slots, undo_key
+from jobgrove.actors.ledger import Outbox, RunnerPool, Slots, Supervisors, undo_key
 from jobgrove.actors.messages import (
     AbortCheck,
     Fence,
@@ -71,12 +72,13 @@ class NodeActor(Actor):
         self.slots: Slots[Ref] = Slots(concurrency)
         self.pool: RunnerPool[Ref] = RunnerPool(concurrency, JobActor.start, _stop)
         self.outbox: Outbox[Outcome] = Outbox(lambda m: m.job_id)
-        self.supervisors: dict[str, Ref] = {}
-        self.idle_since: dict[str, float] = {}  # roots whose supervisor has nothing to do
+        self.health = RedisHealth(self._redis_changed, self.upkeep.lease.fence)
+        self.fenced = False  # acted on the lease being lost (jobs aborted, waiting)
+        self.supervisors: Supervisors[Ref] = Supervisors(self._start_supervisor, _stop,
+                                                         SUPERVISOR_IDLE)
         self.dirty: dict[str, None] = {}  # roots that may have runnable jobs, in order
         self.undo_pending: set[str] = set()  # trees that may owe more undo hooks here
         self.fill_pending = False
-        self.redis_ok = True
         self.draining = False
         self.next_reconcile = 0.0
         self.retry_at = 0.0
@@ -99,9 +101,7 @@ class NodeActor(Actor):
         self.draining = True
 
     def on_stop(self) -> None:
-        for ref in self.supervisors.values():
-            ref.stop(block=False)
-        self.supervisors.clear()
+        self.supervisors.stop_all()
         for ref in self.slots.runners():
             ref.stop(block=False)
         self.pool.stop_all()
@@ -141,7 +141,7 @@ class NodeActor(Actor):
         elif hint.kind is HintKind.ABORT:
             # Only a hint: act if Redis says the tree is aborting (a stale or bogus
             # message must not abort a healthy tree).
-            if not self._store_call("abort check", lambda: self.store.aborting(hint.root)):
+            if not self.health.call("abort check", lambda: self.store.aborting(hint.root)):
                 return
             self.dirty.pop(hint.root, None)
             ref = self.supervisors.get(hint.root)
@@ -149,7 +149,7 @@ class NodeActor(Actor):
                 ref.tell(AbortCheck())
             self._undo(hint.root)
         elif hint.kind is HintKind.DONE:
-            if not self._store_call("done check", lambda: self.store.tree_finished(hint.root)):
+            if not self.health.call("done check", lambda: self.store.tree_finished(hint.root)):
                 return
             self._undo(hint.root)  # the abort hint may have been lost
             if not self.slots.busy(hint.root):
@@ -158,19 +158,22 @@ class NodeActor(Actor):
     @handles(Tick)
     def _on_tick(self, _message: Tick) -> None:
         now = time.monotonic()
-        self._stop_idle_supervisors(SUPERVISOR_IDLE)
-        for ref in list(self.supervisors.values()):
+        self.supervisors.stop_idle(self.slots.busy)
+        for ref in self.supervisors.all():
             ref.tell(Tick())
-        if not self.redis_ok:
+        if not self.health.ok:
             if now < self.retry_at:
                 return
             self.retry_at = now + 0.5
             # A write, not a ping: a Redis refusing writes (OOM, READONLY) answers pings.
-            if self._store_call("probe", self.upkeep.probe) is None:
+            if self.health.call("probe", self.upkeep.probe) is None:
                 return
-            self._set_redis(True, "Redis answered")
+            self.health.changed(True, "Redis answered")
             self._reconcile()
-        self._store_call("upkeep", lambda: self.upkeep.tick(self.slots.job_ids()))
+        self.health.call("upkeep", lambda: self.upkeep.tick(self.slots.job_ids()))
+        if self.upkeep.fenced:
+            self._lost_name()
+            return
         if self.outbox:
             self._flush()
         if now >= self.next_reconcile:
@@ -178,12 +181,12 @@ class NodeActor(Actor):
 
     @handles(Reconnected)
     def _on_reconnected(self, _message: Reconnected) -> None:
-        self._set_redis(True, "pub/sub subscribed")
+        self.health.changed(True, "pub/sub subscribed")
         self._reconcile()
 
     @handles(ListenerDown)
     def _on_listener_down(self, message: ListenerDown) -> None:
-        self._set_redis(False, message.error)
+        self.health.changed(False, message.error)
 
     # -- supervisors and slots ---------------------------------------------------------
     def _schedule_fill(self) -> None:
@@ -194,64 +197,55 @@ class NodeActor(Actor):
 
     def _released(self, root: str) -> None:
         if not self.slots.busy(root):
-            # Keep the idle supervisor a little: in a chain the parent usually starts next.
-            self.idle_since[root] = time.monotonic()
+            self.supervisors.idle(root)
 
-    def _stop_idle_supervisors(self, older_than: float) -> None:
-        now = time.monotonic()
-        for root, since in list(self.idle_since.items()):
-            if now - since >= older_than and not self.slots.busy(root):
-                del self.idle_since[root]
-                ref = self.supervisors.pop(root, None)
-                if ref is not None:
-                    ref.stop(block=False)
-
-    def _supervisor(self, root: str) -> Ref:
-        self.idle_since.pop(root, None)
-        ref = self.supervisors.get(root)
-        if ref is None:
-            ref = TreeSupervisor.start(self.actor_ref, self.store, root, self.name,
-                                       self.log_dir, self.abort_grace, self.on_log_growth)
-            self.supervisors[root] = ref
-        return ref
+    def _start_supervisor(self, root: str) -> Ref:
+        return TreeSupervisor.start(self.actor_ref, self.store, root, self.name,
+                                    self.log_dir, self.abort_grace, self.on_log_growth)
 
     def _forget(self, root: str) -> None:
         """The tree is done and nothing of it runs here: drop it from this node's set."""
         self.outbox.forget_tree(root)
-        self._store_call("forget", functools.partial(self.store.forget_node_tree,
+        self.health.tree_errors.forget(root)
+        self.health.call("forget", functools.partial(self.store.forget_node_tree,
                                                      self.name, root))
 
-    # -- Redis up/down -----------------------------------------------------------------
-    def _set_redis(self, ok: bool, detail: str) -> None:
-        if ok == self.redis_ok:
-            return
-        self.redis_ok = ok
-        if ok:
-            log.info("Redis reachable again (%s)", detail)
-        else:
-            log.error("Redis unavailable: %s; running jobs go on, nothing new starts", detail)
+    def _redis_changed(self, ok: bool, detail: str) -> None:
+        if not ok:
             self.retry_at = 0.0
         self.upkeep.redis_changed(ok, detail)
         if self.on_redis_change is not None:
             self.on_redis_change(ok, detail)
 
-    def _store_call(self, what: str, fn: Callable[[], T]) -> T | None:
-        try:
-            return fn()
-        except StoreUnavailableError as exc:
-            log.debug("%s failed: %s", what, exc)
-            self._set_redis(False, str(exc))
-            return None
+    # -- losing the node name ------------------------------------------------------------
+    def _lost_name(self) -> None:
+        """Another process holds this node's name: claim nothing, stop what runs here
+        (Redis refuses its outcomes anyway), and register again as a new instance once
+        the name is free."""
+        if not self.fenced:
+            self.fenced = True
+            self.dirty.clear()
+            self.undo_pending.clear()
+            self.outbox.take()  # refused anyway: the newer process settled them
+            why = f"this process lost node name {self.name} to another process"
+            for ref in self.supervisors.all():
+                ref.tell(AbortCheck(why))
+        if self.health.call("re-register", self.upkeep.reregister):
+            self.fenced = False
+            self._reconcile()
 
     # -- outcomes and claims ------------------------------------------------------------------
     def _flush(self) -> None:
-        if not self.outbox or not self.redis_ok:
+        if not self.outbox or not self.health.ok:
             return
         batch = self.outbox.take()
-        claim = not self.draining
-        items = [Finish(m.root, m.job_id, m.token, m.ok, m.summary, m.result, self.name, claim)
+        claim = self._may_claim()
+        holder = self.upkeep.holder
+        items = [Finish(m.root, m.job_id, m.token, m.ok, m.summary, m.result, self.name, claim,
+                        holder)
                  if isinstance(m, JobDone) else Finish(m.root, m.job_id, m.token, False,
-                                                       m.summary, None, self.name)
+                                                       m.summary, None, self.name,
+                                                       holder=holder)
                  for m in batch]
         try:
             outcomes = self.store.finish_many(items)
@@ -259,7 +253,7 @@ class NodeActor(Actor):
             # Some may have been applied before the connection broke: replaying them is
             # safe, the run token makes a second finish a no-op ("stale").
             self.outbox.put_back(batch)
-            self._set_redis(False, str(exc))
+            self.health.changed(False, str(exc))
             return
         ended: dict[str, list[str]] = {}
         for item, outcome in zip(items, outcomes):
@@ -273,6 +267,8 @@ class NodeActor(Actor):
             elif outcome.verdict is Verdict.STALE:
                 log.info("outcome of job %s not recorded: it is %s already", item.job_id,
                          outcome.state or "gone")
+            elif outcome.verdict is Verdict.FENCED:
+                self.upkeep.lease.fence()
             if outcome.claimed is not None:
                 self._dispatch(item.root, [outcome.claimed])
             elif outcome.ready_on == self.name:
@@ -282,17 +278,26 @@ class NodeActor(Actor):
             if ref is not None:
                 ref.tell(JobsEnded(tuple(ids)))
 
+    def _may_claim(self) -> bool:
+        if not self.health.ok or self.draining or self.fenced:
+            return False
+        return bool(self.health.call("lease", self.upkeep.may_claim))
+
     def _fill(self) -> None:
-        if not self.redis_ok or self.draining:
+        if not self._may_claim():
             return
+        holder = self.upkeep.holder
         for root in list(self.dirty):
             free = self.slots.free
             if free <= 0:
                 return
-            claims = self._store_call("claim", functools.partial(
-                self.store.claim, root, self.name, free))
+            claims = self.health.tree_call(root, "claim", functools.partial(
+                self.store.claim, root, self.name, free, holder))
             if claims is None:
-                return  # Redis is down; the tree stays dirty for later
+                if not self.health.ok or self.upkeep.fenced:
+                    return  # the tree stays dirty for later
+                self.dirty.pop(root, None)  # its error is logged; reconciliation retries
+                continue
             self.dirty.pop(root, None)
             if len(claims) == free:
                 # Rotate: a tree that filled every slot goes behind the others.
@@ -308,15 +313,15 @@ class NodeActor(Actor):
             runner = self.pool.take()
             self.slots.occupy(claim.id, root, runner)
             runners.append(runner)
-        self._supervisor(root).tell(StartJobs(tuple(claims), tuple(runners)))
+        self.supervisors.ensure(root).tell(StartJobs(tuple(claims), tuple(runners)))
 
     def _undo(self, root: str) -> None:
         """Start undo hooks owed here for an aborted tree, within the free slots."""
         free = self.slots.free
-        if free <= 0:
+        if free <= 0 or self.fenced:
             self.undo_pending.add(root)
             return
-        ids = self._store_call("undo", lambda: self.upkeep.claim_undo(root, free))
+        ids = self.health.tree_call(root, "undo", lambda: self.upkeep.claim_undo(root, free))
         if ids is None or len(ids) == free:
             self.undo_pending.add(root)  # Redis down, or there may be more
         else:
@@ -327,47 +332,63 @@ class NodeActor(Actor):
                 runner = self.pool.take()
                 self.slots.occupy(undo_key(job_id), root, runner)
                 runners.append(runner)
-            self._supervisor(root).tell(RunUndo(tuple(ids), tuple(runners)))
+            self.supervisors.ensure(root).tell(RunUndo(tuple(ids), tuple(runners)))
 
     def _reconcile(self) -> None:
         """Re-read every tree this node has jobs in, and act on what pub/sub missed."""
         self.next_reconcile = time.monotonic() + self.upkeep.reconcile_interval
-        found = self._store_call("reconcile", lambda: self.upkeep.tree_flags(self.name))
+        found = self.health.call("reconcile", lambda: self.upkeep.tree_flags(self.name))
         if found is None:
             return
         for root, (finished, aborting) in found.items():
-            if aborting:
-                # Even when the tree is done: this node may have missed the abort (down,
-                # or pub/sub lost it) and still owe undo hooks; claim_undo runs each once.
-                self._undo(root)
-            if not finished:
-                self._reclaim(root)
-            if finished and not self.slots.busy(root) and root not in self.undo_pending:
-                self._forget(root)
-            elif aborting:
-                self.dirty.pop(root, None)
-                ref = self.supervisors.get(root)
-                if ref is not None:
-                    ref.tell(AbortCheck())
-            else:
-                self.dirty[root] = None
+            self._reconcile_tree(root, finished, aborting)
         self._flush()
         self._fill()
 
+    def _reconcile_tree(self, root: str, finished: bool, aborting: bool) -> None:
+        if aborting:
+            # Even when the tree is done: this node may have missed the abort (down, or
+            # pub/sub lost it) and still owe undo hooks; claim_undo runs each once.
+            self._undo(root)
+        if not finished:
+            self._reclaim(root)
+        if finished and not self.slots.busy(root) and root not in self.undo_pending:
+            self._forget(root)
+        elif aborting:
+            self.dirty.pop(root, None)
+            ref = self.supervisors.get(root)
+            if ref is not None:
+                ref.tell(AbortCheck())
+        else:
+            self.dirty[root] = None
+
     def _reclaim(self, root: str) -> None:
-        """Run the jobs Redis shows RUNNING here that this node does not know of: a
-        claim (or a parent claimed by a finish) whose reply was lost with the
-        connection. Nobody else would ever run or reap them: our lease is alive."""
-        running = self._store_call("reclaim", functools.partial(
-            self.store.running_on, root, self.name))
+        """Jobs Redis shows RUNNING here that this process does not know of. Claimed by
+        this very process: a claim (or a parent claimed by a finish) whose reply was lost
+        with the connection; nobody else would ever run or reap them, so run them now.
+        Claimed by another process of this node's name (a stale one, frozen past its
+        lease, that claimed after this one registered): end them, never run them here.
+        (Draining does not stop this: those jobs were claimed before, they are running.)"""
+        if self.fenced or not self.health.ok \
+                or not self.health.call("lease", self.upkeep.may_claim):
+            return
+        holder = self.upkeep.holder
+        running = self.health.tree_call(root, "reclaim", functools.partial(
+            self.store.claimed_on, root, self.name))
         if not running:
             return
         known = set(self.slots.job_ids()) | self.outbox.job_ids()
-        for job_id in running:
-            if job_id in known:
+        if any(owner != holder.instance for owner in running.values()):
+            ended = self.health.tree_call(root, "reap", functools.partial(
+                self.upkeep.reap_foreign, root))
+            if ended:
+                log.warning("ended jobs %s of tree %s: a stale process of node %s claimed "
+                            "them", ended, root, self.name)
+        for job_id, owner in running.items():
+            if job_id in known or owner != holder.instance:
                 continue
-            claim = self._store_call("reclaim", functools.partial(
-                self.store.reclaim, root, job_id))
+            claim = self.health.tree_call(root, "reclaim", functools.partial(
+                self.store.reclaim, root, job_id, holder))
             if claim is not None:
                 log.warning("job %s was RUNNING here unknown to this node (a lost reply); "
                             "running it now", job_id)

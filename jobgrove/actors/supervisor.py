@@ -77,8 +77,8 @@ class TreeSupervisor(Actor):
             self.running.pop(job_id, None)
 
     @handles(AbortCheck)
-    def _on_abort_check(self, _message: AbortCheck) -> None:
-        self._abort_all("the tree is aborting")
+    def _on_abort_check(self, message: AbortCheck) -> None:
+        self._abort_all(message.why)
 
     @handles(Tick)
     def _on_tick(self, _message: Tick) -> None:

@@ -1,5 +1,5 @@
-"""Node upkeep that is not about running jobs: lease heartbeats, the node record,
-reaping lost nodes, reconciliation reads, undo claims, outage notifications.
+"""Node upkeep that is not about running jobs: lease heartbeats (``Lease``), the node
+record, reaping lost nodes, reconciliation reads, undo claims, outage notifications.
 
 Plain code called from the node actor's thread (so it needs no locks of its own).
 """
@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobgrove.actors.lease import Lease
 from jobgrove.errors import StoreUnavailableError
+from jobgrove.messaging.records import Holder
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
 
@@ -24,25 +26,25 @@ RECOVERY_SETTLE = 1.0
 
 
 class Upkeep:
-    def __init__(self, store: Store, registry: Registry, name: str, token: str,
-                 record: dict[str, Any], *, lease: float, heartbeat: float,
+    def __init__(self, store: Store, registry: Registry, lease: Lease,
+                 record: dict[str, Any], *, heartbeat: float,
                  reconcile_interval: float, undo_kinds: set[str],
                  notifier: Notifier | None = None) -> None:
         self.store = store
         self.registry = registry
-        self.name = name
-        self.token = token
-        self.record = record
         self.lease = lease
+        self.name = lease.name
+        self.record = record
+        self.ttl = lease.ttl
         self.heartbeat = heartbeat
         self.reconcile_interval = reconcile_interval
         self.undo_kinds = undo_kinds
         self.notifier = notifier
         self._next_beat = 0.0
-        self._next_reap = time.monotonic() + lease
+        self._next_reap = time.monotonic() + lease.ttl
         # Reap nobody until Redis has been reachable for a whole lease (plus margin):
         # after an outage, every node needs a chance to renew before anyone judges it.
-        self._reap_after = time.monotonic() + lease * 1.5
+        self._reap_after = time.monotonic() + lease.ttl * 1.5
         self._down_since: float | None = None
         self._up_since: float | None = None
         self._outage_notified = False
@@ -55,28 +57,65 @@ class Upkeep:
             self._next_beat = now + self.heartbeat
             self._beat(running_ids)
         if now >= self._next_reap and now >= self._reap_after:
-            self._next_reap = now + self.lease / 2
+            self._next_reap = now + self.ttl / 2
             self.reap_lost_nodes()
 
-    def _beat(self, running_ids: list[str]) -> None:
-        state = self.registry.renew(self.name, self.token, int(self.lease * 1000))
-        if state == "lost":
-            log.error("node name %r is held by another process now; this node keeps its "
-                      "running jobs but its lease is gone", self.name)
-        elif state == "retaken":
+    @property
+    def holder(self) -> Holder:
+        return self.lease.holder
+
+    @property
+    def fenced(self) -> bool:
+        return self.lease.fenced
+
+    def may_claim(self) -> bool:
+        """Whether this process may claim now. A lease not renewed recently (the
+        process was frozen, or Redis slow) is renewed first, right here."""
+        lease = self.lease
+        if lease.valid():
+            return True
+        if not lease.fenced:
+            self._renew()
+        return lease.valid()
+
+    def _renew(self) -> str:
+        state = self.lease.renew()
+        if state == "retaken":
             log.warning("lease of node %r had expired; taken back", self.name)
             self._lease_lapsed()
-        self.registry.write_record(self.name, {**self.record, "running": running_ids})
+        return state
+
+    def _beat(self, running_ids: list[str]) -> None:
+        if self.lease.fenced:
+            return  # nothing of ours to renew; the node actor tries to register again
+        if self._renew() != "lost":
+            self.registry.write_record(self.name, {**self.record, **self._identity(),
+                                                   "running": running_ids})
+
+    def _identity(self) -> dict[str, Any]:
+        holder = self.lease.holder
+        return {"lease_token": holder.instance, "epoch": holder.epoch}
+
+    def reregister(self) -> bool:
+        """Fenced: register again as a new instance once no live process holds the name,
+        then settle what the old instance left RUNNING. True once done."""
+        if not self.lease.reacquire(self.record):
+            return False
+        self.reap_own()
+        return True
 
     def _lease_lapsed(self) -> None:
         """Our own lease lapsed although we heartbeat: Redis stalled (a pause, a slow
         save) or this process did. Every lease may have lapsed alike: reap nobody until
         the others had the same grace as after an outage."""
-        self._reap_after = max(self._reap_after, time.monotonic() + self.lease * 1.5)
+        self._reap_after = max(self._reap_after, time.monotonic() + self.ttl * 1.5)
 
     def probe(self) -> bool:
         """True once Redis accepts writes again (renews the lease, as a heartbeat)."""
-        self.registry.renew(self.name, self.token, int(self.lease * 1000))
+        if self.lease.fenced:
+            self.lease.name_free()  # a read: still proves Redis answers
+        else:
+            self._renew()
         return True
 
     def redis_changed(self, ok: bool, detail: str) -> None:
@@ -85,7 +124,7 @@ class Upkeep:
         flaps (pub/sub killed again and again) is one outage, not a storm of alerts."""
         now = time.monotonic()
         if ok:
-            self._reap_after = now + self.lease * 1.5
+            self._reap_after = now + self.ttl * 1.5
             self._next_beat = 0.0
             self._up_since = now
             return
@@ -117,15 +156,33 @@ class Upkeep:
 
     # -- node failure ----------------------------------------------------------------------
     def reap_own(self) -> list[str]:
-        """At start: fail this node's jobs left RUNNING by a previous process."""
-        return self._reap(self.name, f"node {self.name} restarted while the job was running")
+        """At (re)registration: end what earlier processes of this name left RUNNING,
+        and fence them off in each tree (this instance's epoch is recorded there)."""
+        holder = self.lease.holder
+        summary = f"node {self.name} restarted while the job was running"
+        ended: list[str] = []
+        for root in self.store.node_trees(self.name):
+            ended.extend(self.store.reap(root, self.name, summary, spare=holder.instance,
+                                         epoch=holder.epoch))
+        return ended
+
+    def reap_foreign(self, root: str) -> list[str]:
+        """Jobs of this node RUNNING in ``root`` for another instance of its name (a
+        stale process's claim made after this one registered): end them. This process
+        holds the name, so that other one is gone or fenced; never run them here."""
+        holder = self.lease.holder
+        return self.store.reap(root, self.name, f"claimed by a stale process of node "
+                               f"{self.name}, which lost its name", spare=holder.instance,
+                               epoch=holder.epoch)
 
     def reap_lost_nodes(self) -> None:
+        if self.lease.fenced:
+            return
         try:
             nodes = self.registry.nodes()
             # Judge others only while our own lease is intact (the read above may have
             # waited out a stall that let every lease lapse).
-            held = self.registry.renew(self.name, self.token, int(self.lease * 1000))
+            held = self._renew()
         except StoreUnavailableError:
             return
         if held != "held":
@@ -135,10 +192,9 @@ class Upkeep:
             if node["alive"] or node["name"] == self.name or node.get("reaped"):
                 continue
             # One reaper per lost node; the scripts would make a second pass a no-op anyway.
-            if not self.registry.lock_reaper(node["name"], self.name, int(self.lease * 3000)):
+            if not self.registry.lock_reaper(node["name"], self.name, int(self.ttl * 3000)):
                 continue
-            ended = self._reap(node["name"], f"node {node['name']} lost (lease expired)",
-                               lost=True)
+            ended = self._reap_lost(node["name"])
             record = self.registry.record(node["name"]) or {}
             if not self.registry.lease_held(node["name"]):
                 self.registry.write_record(node["name"], {**record, "reaped": True,
@@ -147,14 +203,18 @@ class Upkeep:
                 log.warning("node %s lost: ended its running jobs %s (the first FAILED, the "
                             "rest ABORTED)", node["name"], ended)
 
-    def _reap(self, node: str, summary: str, lost: bool = False) -> list[str]:
+    def _reap_lost(self, node: str) -> list[str]:
+        # The epoch first: a process of the node registering after this read has a newer
+        # one, and the reap script leaves alone any tree it has used.
+        upto = self.registry.epoch(node)
         ended: list[str] = []
         for root in self.store.node_trees(node):
             # A lost node that comes back (restarted under its name) holds its lease
-            # again: from then on its RUNNING jobs are its own, not the reaper's.
-            if lost and self.registry.lease_held(node):
+            # again: from then on what runs under its name is its business.
+            if self.registry.lease_held(node):
                 break
-            ended.extend(self.store.reap(root, node, summary))
+            ended.extend(self.store.reap(root, node, f"node {node} lost (lease expired)",
+                                         upto=upto))
         return ended
 
     # -- reconciliation reads --------------------------------------------------------------

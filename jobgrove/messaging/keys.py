@@ -27,6 +27,8 @@ TREE_PARTS: dict[str, str] = {
     "cause": "job id -> the job whose failure or abort aborted it",
     "token": "job id -> run token of its current run (fences late results)",
     "running": "job id -> node, for RUNNING jobs",
+    "owner": "job id -> instance (node process) that claimed its current run",
+    "epochs": "node -> highest lease epoch of that node seen in this tree (fencing)",
     "abort": "job id -> cause, for RUNNING jobs asked to abort",
     "results": "job id -> JSON result of a SUCCESS job",
     "ctx": "key -> JSON value: the tree-wide context",
@@ -84,6 +86,10 @@ class Keys:
     def lease(self, node: str) -> str:
         """String with a TTL: the token of the process that holds the node's name."""
         return f"{self.ns}:lease:{node}"
+
+    def epoch(self, node: str) -> str:
+        """Integer: the lease epoch of ``node``, +1 at every registration (fencing)."""
+        return f"{self.ns}:epoch:{node}"
 
     def reaper_lock(self, node: str) -> str:
         """String with a TTL: the live node reaping the lost node ``node``."""

@@ -7,7 +7,7 @@ import enum
 import json
 from typing import Any
 
-from jobgrove.errors import CorruptRecordError
+from jobgrove.errors import CorruptRecordError, FencedError
 
 
 class Verdict(str, enum.Enum):
@@ -17,6 +17,7 @@ class Verdict(str, enum.Enum):
     STALE = "stale"  #: a finish whose run token no longer matches: nothing changed
     FINISHED = "finished"  #: an abort of a job that had already finished
     UNKNOWN = "unknown"  #: no such job
+    FENCED = "fenced"  #: refused: the reporting process no longer holds its node name
     ERROR = "error"  #: Redis answered with an error that a retry would not change
 
     def __str__(self) -> str:
@@ -47,6 +48,20 @@ class Outcome:
     ready_on: str | None = None
     #: The parent, claimed in the same step for the reporting node (``Finish.claim``).
     claimed: Claim | None = None
+    #: (job id, why): a claimed parent whose record did not decode (the store fails it).
+    corrupt: tuple[str, str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    """A node process holding its node name: what claims and outcomes are fenced on.
+
+    ``instance`` is random per process (per registration); ``epoch`` grows with every
+    registration of the name, so a process that lost its name has an older one."""
+
+    node: str
+    instance: str
+    epoch: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +79,8 @@ class Finish:
     reporter: str = ""
     #: Claim the parent for ``reporter`` in the same step if it becomes runnable there.
     claim: bool = False
+    #: The process that claimed the job (None: the store's own, for tools and tests).
+    holder: Holder | None = None
 
 
 # -- decoding what Redis holds or returns ------------------------------------------------
@@ -77,8 +94,10 @@ def load_json(raw: str, what: str) -> Any:
 def decode_map(raw: str, what: str) -> dict[str, Any]:
     """A JSON object whose values are themselves JSON texts (as Lua passes them)."""
     outer = load_json(raw, what)
-    if isinstance(outer, list):  # cjson encodes an empty table as []
+    if isinstance(outer, list) and not outer:  # cjson encodes an empty table as []
         return {}
+    if not isinstance(outer, dict):
+        raise CorruptRecordError(f"{what}: not a JSON object")
     return {key: load_json(value, f"{what} {key}") for key, value in outer.items()}
 
 
@@ -89,18 +108,35 @@ def to_float(raw: Any) -> float | None:
         return None
 
 
-def decode_claims(root: str, flat: list[Any]) -> list[Claim]:
-    """A claim script's reply: the tree context (JSON), then per job its id, run token,
-    spec (JSON) and children's results (a JSON object of JSON texts)."""
-    if not flat:
-        return []
-    context = decode_map(flat[0], "tree context")
-    return [_claim(root, flat[i:i + 4], context) for i in range(1, len(flat), 4)]
+def decode_claims(root: str, flat: list[Any]) -> tuple[list[Claim], dict[str, str]]:
+    """A claim script's reply: 'ok' (or 'fenced': FencedError), then if jobs were
+    claimed the tree context (JSON) and per job its id, run token, spec (JSON) and
+    children's results (a JSON object of JSON texts). Returns the claims, and the jobs
+    whose records did not decode (id -> why): the caller fails those."""
+    if flat and flat[0] == "fenced":
+        raise FencedError("claim refused: this process no longer holds its node name")
+    if len(flat) < 2:
+        return [], {}
+    try:
+        context = decode_map(flat[1], "tree context")
+    except CorruptRecordError as exc:
+        return [], {flat[i]: str(exc) for i in range(2, len(flat), 4)}
+    claims: list[Claim] = []
+    bad: dict[str, str] = {}
+    for i in range(2, len(flat), 4):
+        try:
+            claims.append(_claim(root, flat[i:i + 4], context))
+        except CorruptRecordError as exc:
+            bad[flat[i]] = str(exc)
+    return claims, bad
 
 
 def _claim(root: str, item: list[Any], context: dict[str, Any]) -> Claim:
-    job_id, token, spec, results = item
-    return Claim(root, job_id, token, load_json(spec, f"job {job_id} spec"),
+    job_id, token, raw_spec, results = item
+    spec = load_json(raw_spec, f"spec of job {job_id}")
+    if not isinstance(spec, dict):
+        raise CorruptRecordError(f"spec of job {job_id} is not a JSON object")
+    return Claim(root, job_id, token, spec,
                  decode_map(results, f"children results of {job_id}"), context)
 
 
@@ -108,9 +144,12 @@ def decode_outcome(root: str, reply: list[Any]) -> Outcome:
     """A finish/abort script's reply: verdict, state, then for a finish that made the
     parent runnable its node, and if the reporter claimed it, the context and the claim."""
     ready_on = (reply[2] or None) if len(reply) > 2 else None
-    claimed = None
-    if len(reply) > 3:
+    if len(reply) <= 3:
+        return Outcome(Verdict(reply[0]), reply[1], ready_on)
+    try:
         claimed = _claim(root, reply[4:8], decode_map(reply[3], "tree context"))
+    except CorruptRecordError as exc:
+        return Outcome(Verdict(reply[0]), reply[1], None, None, (reply[4], str(exc)))
     return Outcome(Verdict(reply[0]), reply[1], ready_on, claimed)
 
 

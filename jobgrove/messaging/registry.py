@@ -47,8 +47,10 @@ class Registry:
 
     @translate_errors
     def claim_name(self, name: str, token: str, lease_ms: int, record: dict[str, Any],
-                   holder_is_dead: Callable[[dict[str, Any]], bool] | None = None) -> None:
-        """Take the lease on ``name`` and publish this node's record, or refuse.
+                   holder_is_dead: Callable[[dict[str, Any]], bool] | None = None) -> int:
+        """Take the lease on ``name`` for the process instance ``token`` and publish this
+        node's record, or refuse (NodeNameInUseError). Returns the new lease epoch: it
+        grows with every registration of the name, and fences older instances off.
 
         ``holder_is_dead(record)`` may vouch that the current holder is gone (a crashed
         process on this very host): then the lease is taken over at once instead of
@@ -62,13 +64,19 @@ class Registry:
             # once, only one takes the name over.
             if holder_is_dead is not None and isinstance(old, str) and holder_is_dead(holder) \
                     and self._take_over(keys=[lease_key], args=[old, token, lease_ms]):
-                self.write_record(name, record)
-                return
+                return self._registered(name, record)
             raise NodeNameInUseError(
                 f"node name {name!r} is already held by a live process "
                 f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
                 f"address {holder.get('address') or 'none'}); stop it or pick another --name")
-        self.write_record(name, record)
+        return self._registered(name, record)
+
+    def _registered(self, name: str, record: dict[str, Any]) -> int:
+        # After the lease: whoever holds the name got the highest epoch (a crash between
+        # the two steps only skips a number).
+        epoch = int(self.client.incr(self.keys.epoch(name)))
+        self.write_record(name, {**record, "epoch": epoch})
+        return epoch
 
     @translate_errors
     def renew(self, name: str, token: str, lease_ms: int) -> str:
@@ -84,6 +92,11 @@ class Registry:
     def lease_held(self, name: str) -> bool:
         """Whether a live process holds ``name`` now."""
         return bool(self.client.exists(self.keys.lease(name)))
+
+    @translate_errors
+    def epoch(self, name: str) -> int:
+        """The newest lease epoch of ``name`` (0: it never registered)."""
+        return int(self.client.get(self.keys.epoch(name)) or 0)
 
     @translate_errors
     def lock_reaper(self, lost: str, reaper: str, ttl_ms: int) -> bool:

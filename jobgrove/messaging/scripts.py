@@ -20,10 +20,12 @@ from jobgrove.messaging.keys import Keys, lua_names
 
 #: Script name -> its named arguments, in order (each .lua file documents them).
 SCRIPTS: dict[str, tuple[str, ...]] = {
-    "claim": ("node", "max", "token_base"),
-    "finish": ("job", "token", "outcome", "summary", "result", "reporter", "claim_token"),
+    "claim": ("node", "max", "token_base", "instance", "epoch"),
+    "finish": ("job", "token", "instance", "epoch", "outcome", "summary", "result",
+               "reporter", "claim_token"),
     "abort": ("job",),
-    "reap": ("node", "summary"),
+    "reap": ("node", "summary", "spare", "epoch", "upto"),
+    "fail": ("job", "summary"),
 }
 
 

@@ -2,23 +2,34 @@
 --   A.node        the claiming node
 --   A.max         most jobs to claim
 --   A.token_base  run tokens are A.token_base .. ':' .. i
+--   A.instance    the node process claiming (it alone may finish or recover them)
+--   A.epoch       its lease epoch (fencing: an older epoch than the tree has seen for
+--                 this node means the process lost its name; nothing is claimed)
 -- A job is popped from the ready list once and moves only from WAITING, so it can
--- never start twice. Returns a flat array: the tree context (JSON, only if a job was
--- claimed), then per job: id, run token, spec JSON, children's results (JSON object
--- of raw JSON strings).
+-- never start twice. A job whose record cannot be read fails (corrupt) instead.
+-- Returns {'fenced'}, or {'ok'} then, if a job was claimed, the tree context (JSON)
+-- and per job: id, run token, spec JSON, children's results (JSON object of raw JSON
+-- strings).
+if not epoch_current(A.node, A.epoch) then return {'fenced'} end
 local ready = ready_key(A.node)
 if redis.call('HEXISTS', K.meta, 'abort_cause') == 1 then
   redis.call('DEL', ready)
-  return {}
+  return {'ok'}
 end
 local ids = redis.call('LPOP', ready, tonumber(A.max))
-if not ids then return {} end
-local out = {''}
+if not ids then return {'ok'} end
+local out = {'ok', ''}
 for i, id in ipairs(ids) do
-  if redis.call('HGET', K.state, id) == 'WAITING' then
-    for _, v in ipairs(claim_one(id, A.node, A.token_base .. ':' .. i)) do out[#out + 1] = v end
+  local st = redis.call('HGET', K.state, id)
+  if st == 'WAITING' then
+    local claimed = claim_one(id, A.node, A.token_base .. ':' .. i, A.instance)
+    if claimed then
+      for _, v in ipairs(claimed) do out[#out + 1] = v end
+    end
+  elseif st and not STATES[st] then
+    fail_corrupt(id, 'state ' .. st)
   end
 end
-if #out == 1 then return {} end
-out[1] = context_json()
+if #out == 2 then return {'ok'} end
+out[2] = context_json()
 return out

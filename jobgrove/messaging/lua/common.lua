@@ -57,11 +57,16 @@ local function finish_job(id, state, cause)
   redis.call('SREM', K.open, id)
   redis.call('HDEL', K.running, id)
   redis.call('HDEL', K.abort, id)
+  redis.call('HDEL', K.owner, id)
   publish_status(id, state)
 end
 
+local STATES = {NEW = true, WAITING = true, RUNNING = true, SUCCESS = true,
+                FAILED = true, ABORTED = true}
+
 -- A failure or abort of `cause`: every NEW/WAITING job ends ABORTED now, every
--- RUNNING job is flagged (it ends ABORTED when its node reports back).
+-- RUNNING job is flagged (it ends ABORTED when its node reports back). A job whose
+-- state cannot be read ends FAILED, so the tree still reaches its end.
 local function abort_tree(cause)
   if redis.call('HEXISTS', K.meta, 'abort_cause') == 1 then return end
   redis.call('HSET', K.meta, 'abort_cause', cause)
@@ -69,8 +74,11 @@ local function abort_tree(cause)
     local st = redis.call('HGET', K.state, id)
     if st == 'NEW' or st == 'WAITING' then
       finish_job(id, 'ABORTED', cause)
-    elseif st == 'RUNNING' and redis.call('HEXISTS', K.abort, id) == 0 then
-      redis.call('HSET', K.abort, id, cause)
+    elseif st == 'RUNNING' then
+      if redis.call('HEXISTS', K.abort, id) == 0 then redis.call('HSET', K.abort, id, cause) end
+    elseif not STATES[st] then
+      redis.call('HSET', K.summary, id, 'corrupt record: state ' .. tostring(st))
+      finish_job(id, 'FAILED', nil)
     end
   end
   for _, n in ipairs(redis.call('SMEMBERS', K.nodes)) do
@@ -81,16 +89,51 @@ local function abort_tree(cause)
   check_done()
 end
 
--- WAITING -> RUNNING for one job on `node`; returns {id, token, spec, children results}.
-local function claim_one(id, node, token)
+-- A record of job `id` cannot be read: the job ends FAILED and its tree aborts, the
+-- normal way, so the tree still reaches a final state.
+local function fail_corrupt(id, why)
+  redis.call('HSET', K.summary, id, 'corrupt record: ' .. why)
+  finish_job(id, 'FAILED', nil)
+  abort_tree(id)
+  check_done()
+end
+
+-- The decoded spec of job `id`, or nil and why not (read before any write).
+local function read_spec(id)
+  local raw = redis.call('HGET', K.spec, id)
+  if not raw then return nil, 'spec of job ' .. id .. ' is missing' end
+  local ok, spec = pcall(cjson.decode, raw)
+  if not ok or type(spec) ~= 'table' then
+    return nil, 'spec of job ' .. id .. ' is not a JSON object'
+  end
+  if type(spec.children) ~= 'table' then
+    return nil, 'spec of job ' .. id .. ' has no children list'
+  end
+  for _, child in ipairs(spec.children) do
+    if type(child) ~= 'string' then
+      return nil, 'spec of job ' .. id .. ' lists a child that is not an id'
+    end
+  end
+  return spec, raw
+end
+
+-- WAITING -> RUNNING for one job on `node`, claimed by process `instance`. Returns
+-- {id, token, spec, children results}, or nil if its record could not be read (then
+-- the job has failed as corrupt).
+local function claim_one(id, node, token, instance)
+  local spec, raw = read_spec(id)
+  if not spec then
+    fail_corrupt(id, raw)
+    return nil
+  end
   redis.call('HSET', K.state, id, 'RUNNING')
   redis.call('HSET', K.started, id, NOW)
   redis.call('HSET', K.token, id, token)
   redis.call('HSET', K.running, id, node)
+  redis.call('HSET', K.owner, id, instance)
   publish_status(id, 'RUNNING')
-  local spec = redis.call('HGET', K.spec, id)
   local results = {}
-  local children = cjson.decode(spec).children
+  local children = spec.children
   -- In chunks: unpack() of a parent's whole child list would overflow Lua's stack
   -- past about 8,000 children (and a script failing half-way is not rolled back).
   for s = 1, #children, 1000 do
@@ -100,7 +143,18 @@ local function claim_one(id, node, token)
       if raw[j] then results[child] = raw[j] end
     end
   end
-  return {id, token, spec, cjson.encode(results)}
+  return {id, token, raw, cjson.encode(results)}
+end
+
+-- Fencing: claims and outcomes carry the lease epoch of the process making them; a
+-- tree remembers the highest epoch each node has used in it. False if `epoch` is
+-- older (the process lost its node name to a newer one); otherwise records it.
+local function epoch_current(node, epoch)
+  local seen = tonumber(redis.call('HGET', K.epochs, node) or '0') or 0
+  epoch = tonumber(epoch) or 0
+  if epoch < seen then return false end
+  if epoch > seen then redis.call('HSET', K.epochs, node, epoch) end
+  return true
 end
 
 local function context_json()

@@ -1,20 +1,34 @@
--- finish: record the outcome of a RUNNING job (compare-and-set on its run token).
+-- finish: record the outcome of a RUNNING job (compare-and-set on its run token and
+-- the claiming process).
 --   A.job          the job
 --   A.token        its run token (from the claim)
+--   A.instance     the node process reporting (must be the one that claimed it)
+--   A.epoch        its lease epoch (fencing, as in claim)
 --   A.outcome      'SUCCESS' or 'FAILED'
 --   A.summary      one-line summary ('' keeps the stored one)
 --   A.result       JSON result ('' for none)
 --   A.reporter     the node recording it
 --   A.claim_token  run token to claim the parent with, if it becomes runnable on the
 --                  reporter ('' never claims here)
--- A stale token or a job no longer RUNNING changes nothing (a fenced-off late result).
--- A job flagged for abort ends ABORTED whatever it reports. Returns {verdict, final
--- state[, node the parent became runnable on[, context JSON, then the parent's claim as
--- claim.lua gives it]]}.
+-- A stale token or a job no longer RUNNING changes nothing (a fenced-off late result);
+-- a report from a process that lost its node name is refused ('fenced'). A job flagged
+-- for abort ends ABORTED whatever it reports. Everything read is checked before the
+-- first write: a record that cannot be read fails its job (corrupt), the tree aborts.
+-- Returns {verdict, final state[, node the parent became runnable on[, context JSON,
+-- then the parent's claim as claim.lua gives it]]}.
 local id = A.job
 local st = redis.call('HGET', K.state, id)
-if st ~= 'RUNNING' or redis.call('HGET', K.token, id) ~= A.token then
-  return {'stale', st or ''}
+if st ~= 'RUNNING' then return {'stale', st or ''} end
+local token = redis.call('HGET', K.token, id)
+if not token then
+  fail_corrupt(id, 'run token of job ' .. id .. ' is missing')
+  return {'ok', 'FAILED'}
+end
+if token ~= A.token then return {'stale', st} end
+local node = redis.call('HGET', K.running, id)
+if redis.call('HGET', K.owner, id) ~= A.instance or not node
+    or not epoch_current(node, A.epoch) then
+  return {'fenced', st}
 end
 if A.summary ~= '' then redis.call('HSET', K.summary, id, A.summary) end
 local abort_cause = redis.call('HGET', K.abort, id)
@@ -28,21 +42,39 @@ if A.outcome ~= 'SUCCESS' then
   abort_tree(id)
   return {'ok', 'FAILED'}
 end
+-- Read (and check) what a success changes before writing anything.
+local parent = redis.call('HGET', K.parent, id)
+local pstate, pnode, left, corrupt
+if parent then
+  pstate = redis.call('HGET', K.state, parent)
+  pnode = redis.call('HGET', K.node, parent)
+  left = tonumber(redis.call('HGET', K.pending, parent) or '')
+  if not STATES[pstate] then
+    corrupt = 'state ' .. tostring(pstate)
+  elseif not pnode then
+    corrupt = 'node of job ' .. parent .. ' is missing'
+  elseif pstate == 'NEW' and not left then
+    corrupt = 'pending count of job ' .. parent .. ' is not a number'
+  end
+end
 if A.result ~= '' then redis.call('HSET', K.results, id, A.result) end
 finish_job(id, 'SUCCESS', nil)
-local parent = redis.call('HGET', K.parent, id)
+if corrupt then
+  fail_corrupt(parent, corrupt)
+  return {'ok', 'SUCCESS'}
+end
 local ready_on = ''
 if parent then
-  local left = redis.call('HINCRBY', K.pending, parent, -1)
-  if left <= 0 and redis.call('HGET', K.state, parent) == 'NEW' then
-    local pnode = redis.call('HGET', K.node, parent)
+  if left then left = redis.call('HINCRBY', K.pending, parent, -1) end
+  if left and left <= 0 and pstate == 'NEW' then
     redis.call('HSET', K.state, parent, 'WAITING')
     publish_status(parent, 'WAITING')
     if pnode == A.reporter and A.claim_token ~= '' then
       -- The reporting node has the slot this job just freed: it runs the parent now,
       -- saving a claim round trip per level of the tree.
-      local claimed = claim_one(parent, pnode, A.claim_token)
+      local claimed = claim_one(parent, pnode, A.claim_token, A.instance)
       check_done()
+      if not claimed then return {'ok', 'SUCCESS'} end
       return {'ok', 'SUCCESS', pnode, context_json(), unpack(claimed)}
     end
     redis.call('RPUSH', ready_key(pnode), parent)

@@ -1,0 +1,195 @@
+"""Reading trees and jobs from Redis: status objects in the contract's shape, the
+connections (pub/sub, hints), and what nodes re-read when they reconcile."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from jobgrove.core.status import nest_status
+from jobgrove.errors import UnknownJobError
+from jobgrove.messaging.keys import Keys
+from jobgrove.messaging.pubsub import Hints
+from jobgrove.messaging.records import Holder, load_json, to_float
+from jobgrove.messaging.redis_errors import translate_errors
+from jobgrove.messaging.scripts import register_scripts
+
+_PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
+
+
+def _status(job_id: str, root: str, state: str, node: str | None, parent: str | None,
+            spec: str | None, started: str | None, finished: str | None,
+            summary: str | None, cause: str | None, created: float | None,
+            tags: dict[str, str]) -> dict[str, Any]:
+    """One job's status object (the contract's shape, ``child_ids`` for children)."""
+    job_spec = load_json(spec or "", f"job {job_id} spec")
+    return {"id": job_id, "root": root, "parent": parent, "node": node,
+            "kind": job_spec.get("kind"), "title": job_spec.get("title"), "state": state,
+            "summary": summary, "cause": cause, "created": created,
+            "started": to_float(started), "finished": to_float(finished),
+            "tags": tags if job_id == root else {},
+            "child_ids": job_spec.get("children", [])}
+
+
+class StoreReads:
+    """The reading half of ``Store``: connections, and trees and jobs as status objects."""
+
+    def __init__(self, client: Any, keys: Keys | None = None) -> None:
+        # A redis-py client (or fakeredis) with decode_responses=True: typed Any, since
+        # redis-py's annotations cannot express "decoded" (every reply is bytes | str).
+        self.client: Any = client
+        self.keys = keys or Keys()
+        self._scripts = register_scripts(client)
+        # Run tokens only need to be unique: a random prefix per store and a counter are
+        # cheaper than a uuid4 per claim.
+        self._token_prefix = uuid.uuid4().hex[:16]
+        self._token_count = itertools.count()
+        #: Who claims and reports when no holder is given: tools and tests that use a
+        #: store directly (a node passes its own ``Holder``).
+        self.holder = Holder("", f"store-{self._token_prefix}", 0)
+
+    def _token_base(self) -> str:
+        return f"{self._token_prefix}{next(self._token_count):x}"
+
+    # -- connections -------------------------------------------------------------
+    def pubsub(self, **kwargs: Any) -> Any:
+        """A new pub/sub connection (for ``pubsub.Listener``)."""
+        return self.client.pubsub(**kwargs)
+
+    def tree_hints(self, root: str) -> Hints:
+        """A subscription to every change of one tree (hints to re-read it)."""
+        return Hints(self, [self.keys.tree_channel(root)])
+
+    def done_hints(self, root: str) -> Hints:
+        """A subscription to the tree's ``done`` message only."""
+        return Hints(self, [self.keys.done_channel(root)])
+
+    @translate_errors
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    # -- reading -------------------------------------------------------------------
+    @translate_errors
+    def resolve_root(self, job_id: str) -> str:
+        root = self.client.hget(self.keys.roots, job_id) if isinstance(job_id, str) else None
+        if root is None:
+            raise UnknownJobError(job_id)
+        return str(root)
+
+    @translate_errors
+    def tree_flat(self, root: str) -> dict[str, dict[str, Any]]:
+        """Every job of the tree as a flat status object (``child_ids`` instead of children)."""
+        pipe = self.client.pipeline(transaction=False)
+        for part in _PER_JOB:
+            pipe.hgetall(self.keys.tree_key(root, part))
+        pipe.hgetall(self.keys.tree_key(root, "meta"))
+        state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
+        if not state:
+            raise UnknownJobError(root)
+        created = to_float(meta.get("created"))
+        tags = load_json(meta.get("tags", "{}"), f"tree {root} tags")
+        return {job_id: _status(job_id, root, job_state, node.get(job_id), parent.get(job_id),
+                                spec.get(job_id), started.get(job_id), finished.get(job_id),
+                                summary.get(job_id), cause.get(job_id), created, tags)
+                for job_id, job_state in state.items()}
+
+    def tree_status(self, job_id: str) -> dict[str, Any]:
+        """The whole tree of any of its jobs, nested (the contract's status JSON)."""
+        root = self.resolve_root(job_id)
+        return nest_status(self.tree_flat(root), root)
+
+    @translate_errors
+    def job_state(self, job_id: str) -> str:
+        root = self.resolve_root(job_id)
+        state = self.client.hget(self.keys.tree_key(root, "state"), job_id)
+        if state is None:
+            raise UnknownJobError(job_id)
+        return str(state)
+
+    @translate_errors
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """One job's status object, without children."""
+        root = self.resolve_root(job_id)
+        pipe = self.client.pipeline(transaction=False)
+        for part in _PER_JOB:
+            pipe.hget(self.keys.tree_key(root, part), job_id)
+        pipe.hmget(self.keys.tree_key(root, "meta"), ["created", "tags"])
+        state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
+        if state is None:
+            raise UnknownJobError(job_id)
+        tags = load_json(meta[1] or "{}", "tags") if job_id == root else {}
+        record = _status(job_id, root, state, node, parent, spec, started, finished, summary,
+                         cause, to_float(meta[0]), tags)
+        del record["child_ids"]
+        return record
+
+    @translate_errors
+    def tree_finished(self, root: str) -> bool:
+        return bool(self.client.hexists(self.keys.tree_key(root, "meta"), "finished"))
+
+    @translate_errors
+    def aborting(self, root: str) -> bool:
+        return bool(self.client.hexists(self.keys.tree_key(root, "meta"), "abort_cause"))
+
+    @translate_errors
+    def results(self, root: str, ids: Iterable[str]) -> dict[str, Any]:
+        """The stored results of SUCCESS jobs (JSON values), by id."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        raw = self.client.hmget(self.keys.tree_key(root, "results"), ids)
+        return {i: load_json(r, f"result of {i}") for i, r in zip(ids, raw) if r is not None}
+
+    @translate_errors
+    def context(self, root: str) -> dict[str, Any]:
+        raw = self.client.hgetall(self.keys.tree_key(root, "ctx"))
+        return {key: load_json(value, f"context {key}") for key, value in raw.items()}
+
+    @translate_errors
+    def job_spec(self, root: str, job_id: str) -> dict[str, Any]:
+        """What a job was submitted as: kind, title, params, children ids."""
+        raw = self.client.hget(self.keys.tree_key(root, "spec"), job_id)
+        if raw is None:
+            raise UnknownJobError(job_id)
+        spec: dict[str, Any] = load_json(raw, f"job {job_id} spec")
+        return spec
+
+    @translate_errors
+    def node_trees(self, node: str) -> set[str]:
+        return set(self.client.smembers(self.keys.node_trees(node)))
+
+    @translate_errors
+    def tree_flags(self, node: str) -> dict[str, tuple[bool, bool]]:
+        """For each tree with jobs on ``node``: (finished, aborting)."""
+        roots = sorted(self.node_trees(node))
+        if not roots:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for root in roots:
+            meta = self.keys.tree_key(root, "meta")
+            pipe.hexists(meta, "finished")
+            pipe.hexists(meta, "abort_cause")
+        flags = pipe.execute()
+        return {root: (bool(flags[2 * i]), bool(flags[2 * i + 1]))
+                for i, root in enumerate(roots)}
+
+    @translate_errors
+    def running_on(self, root: str, node: str) -> dict[str, str | None]:
+        """RUNNING jobs of ``root`` on ``node``: id -> abort cause (None if not asked)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.tree_key(root, "running"))
+        pipe.hgetall(self.keys.tree_key(root, "abort"))
+        running, aborts = pipe.execute()
+        return {i: aborts.get(i) for i, n in running.items() if n == node}
+
+    @translate_errors
+    def claimed_on(self, root: str, node: str) -> dict[str, str]:
+        """RUNNING jobs of ``root`` on ``node``: id -> the process instance that claimed
+        it ('' if unknown)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.tree_key(root, "running"))
+        pipe.hgetall(self.keys.tree_key(root, "owner"))
+        running, owners = pipe.execute()
+        return {i: owners.get(i, "") for i, n in running.items() if n == node}
