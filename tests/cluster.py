@@ -51,6 +51,33 @@ class Gate(Job):
         return {"node": ctx.node}
 
 
+@job_kind("jgc-mark")
+class Mark(Job):
+    """Appends ``<mark> <pid>`` to ``params.path`` (one line per run: tests count runs),
+    then sleeps ``params.seconds`` (abort-aware)."""
+
+    def run(self, ctx: JobContext) -> Any:
+        line = f"{ctx.params['mark']} {os.getpid()}\n".encode()
+        fd = os.open(ctx.params["path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        if ctx.wait(float(ctx.params.get("seconds", 0))):
+            raise JobAbortedError("aborted while marking")
+        return {"pid": os.getpid()}
+
+
+def runs(path: Path) -> dict[str, list[int]]:
+    """What ``jgc-mark`` jobs wrote to ``path``: mark -> pids of the runs."""
+    out: dict[str, list[int]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            mark, pid = line.split()
+            out.setdefault(mark, []).append(int(pid))
+    return out
+
+
 @job_kind("jgc-undoable")
 class Undoable(Job):
     """Succeeds at once; its undo hook appends ``<job id> <node>`` to ``params.marker``."""

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobgrove.core.status import nest_status
-from jobgrove.errors import UnknownJobError
+from jobgrove.errors import CorruptRecordError, UnknownJobError
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Hints
 from jobgrove.messaging.records import Holder, load_json, to_float
@@ -23,8 +23,15 @@ def _status(job_id: str, root: str, state: str, node: str | None, parent: str | 
             spec: str | None, started: str | None, finished: str | None,
             summary: str | None, cause: str | None, created: float | None,
             tags: dict[str, str]) -> dict[str, Any]:
-    """One job's status object (the contract's shape, ``child_ids`` for children)."""
-    job_spec = load_json(spec or "", f"job {job_id} spec")
+    """One job's status object (the contract's shape, ``child_ids`` for children). A
+    spec that cannot be read shows as such (``child_ids`` None: the caller finds the
+    children another way); the rest of the tree stays readable."""
+    try:
+        job_spec = load_json(spec or "", f"job {job_id} spec")
+        if not isinstance(job_spec, dict):
+            raise CorruptRecordError(f"job {job_id} spec: not an object")
+    except CorruptRecordError:
+        job_spec = {"title": "(unreadable record)", "children": None}
     return {"id": job_id, "root": root, "parent": parent, "node": node,
             "kind": job_spec.get("kind"), "title": job_spec.get("title"), "state": state,
             "summary": summary, "cause": cause, "created": created,
@@ -89,11 +96,18 @@ class StoreReads:
         if not state:
             raise UnknownJobError(root)
         created = to_float(meta.get("created"))
-        tags = load_json(meta.get("tags", "{}"), f"tree {root} tags")
-        return {job_id: _status(job_id, root, job_state, node.get(job_id), parent.get(job_id),
+        try:
+            tags = load_json(meta.get("tags", "{}"), f"tree {root} tags")
+        except CorruptRecordError:
+            tags = {}
+        flat = {job_id: _status(job_id, root, job_state, node.get(job_id), parent.get(job_id),
                                 spec.get(job_id), started.get(job_id), finished.get(job_id),
                                 summary.get(job_id), cause.get(job_id), created, tags)
                 for job_id, job_state in state.items()}
+        for job_id, job in flat.items():
+            if job["child_ids"] is None:  # its spec is unreadable: its children say
+                job["child_ids"] = sorted(i for i, p in parent.items() if p == job_id)
+        return flat
 
     def tree_status(self, job_id: str) -> dict[str, Any]:
         """The whole tree of any of its jobs, nested (the contract's status JSON)."""

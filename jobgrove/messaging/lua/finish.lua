@@ -26,10 +26,12 @@ if not token then
 end
 if token ~= A.token then return {'stale', st} end
 local node = redis.call('HGET', K.running, id)
-if redis.call('HGET', K.owner, id) ~= A.instance or not node
-    or not epoch_current(node, A.epoch) then
-  return {'fenced', st}
+local owner = redis.call('HGET', K.owner, id)
+if not node or not owner then
+  fail_corrupt(id, 'the claim record of job ' .. id .. ' is incomplete')
+  return {'ok', 'FAILED'}
 end
+if owner ~= A.instance or not epoch_current(node, A.epoch) then return {'fenced', st} end
 if A.summary ~= '' then redis.call('HSET', K.summary, id, A.summary) end
 local abort_cause = redis.call('HGET', K.abort, id)
 if abort_cause then
