@@ -6,7 +6,7 @@ import builtins
 import time
 from typing import Any
 
-from jobgrove.core.spec import parse_spec
+from jobgrove.core.spec import JobSpec, KindInfo, parse_graft, parse_spec
 from jobgrove.core.states import State
 from jobgrove.errors import UnknownJobError, UnknownNodeError, WaitTimeoutError
 from jobgrove.jobs.api import kind_infos
@@ -17,6 +17,37 @@ from jobgrove.messaging.records import Outcome
 from jobgrove.messaging.redis_errors import translate_errors
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
+
+
+def cluster_kinds(registry: Registry) -> dict[str, KindInfo]:
+    """What a spec is checked against: the kinds registered in this process, and the
+    ones registered nodes advertise (their params cannot be checked here)."""
+    advertised: set[str] = set()
+    for record in registry.nodes():
+        kinds = record.get("kinds")
+        if isinstance(kinds, list):
+            advertised.update(k for k in kinds if isinstance(k, str))
+    return kind_infos(sorted(advertised))
+
+
+def check_nodes(registry: Registry, jobs: builtins.list[JobSpec]) -> None:
+    """UnknownNodeError for jobs assigned to a node that never registered."""
+    names = sorted({j.node for j in jobs})
+    unknown = set(names) - registry.known(names)
+    if unknown:
+        raise UnknownNodeError(sorted(unknown))
+
+
+def graft(store: Store, registry: Registry, parent_id: str, spec: Any, *,
+          allow_unknown_node: bool = False) -> builtins.list[str]:
+    """Validate ``spec`` (a subtree or a list of them) exactly as a submit, limits counted
+    on the whole tree, and add it under ``parent_id``. Returns the new subtree roots."""
+    root, node, depth, size = store.graft_target(parent_id)
+    jobs = parse_graft(spec, cluster_kinds(registry), root=root, parent=parent_id,
+                       parent_node=node, parent_depth=depth, tree_size=size)
+    if not allow_unknown_node:
+        check_nodes(registry, jobs)
+    return store.graft(root, parent_id, jobs)
 
 
 class Client:
@@ -37,18 +68,31 @@ class Client:
         registered nodes advertise. Jobs for a node that never registered are refused
         unless ``allow_unknown_node``; a registered node that is down just gets them later.
         """
-        advertised: set[str] = set()
-        for record in self.registry.nodes():
-            kinds = record.get("kinds")
-            if isinstance(kinds, list):
-                advertised.update(k for k in kinds if isinstance(k, str))
-        jobs, tags = parse_spec(spec, kind_infos(sorted(advertised)), default_node=node)
+        jobs, tags = parse_spec(spec, cluster_kinds(self.registry), default_node=node)
         if not allow_unknown_node:
-            names = sorted({j.node for j in jobs})
-            unknown = set(names) - self.registry.known(names)
-            if unknown:
-                raise UnknownNodeError(sorted(unknown))
+            check_nodes(self.registry, jobs)
         return self.store.submit(jobs, tags)
+
+    def graft(self, parent_id: str, spec: Any, *,
+              allow_unknown_node: bool = False) -> builtins.list[str]:
+        """Add one subtree (a spec object) or several (a list) under ``parent_id``, a job
+        that has not started; it waits for them too. Validated like a submit (SpecError);
+        RefusedError, with nothing written, if the job has started or finished or the
+        tree is aborting. Returns the ids of the new subtree roots."""
+        return graft(self.store, self.registry, parent_id, spec,
+                     allow_unknown_node=allow_unknown_node)
+
+    def rerun(self, job_id: str) -> str:
+        """Run again what did not succeed in the done tree of ``job_id``: FAILED and
+        ABORTED jobs go back to NEW/WAITING, SUCCESS jobs keep their results and do not
+        run again. RefusedError while a job runs or if the tree succeeded. Returns the
+        tree id; the tree's ``run`` grows by one."""
+        root, _ = self.store.rerun(job_id)
+        return root
+
+    def context(self, tree_id: str) -> dict[str, Any]:
+        """The tree-wide context its jobs wrote (``ctx.context``)."""
+        return self.store.context(self.store.resolve_root(tree_id))
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The whole tree containing ``job_id``, nested, with every job's state."""

@@ -42,6 +42,11 @@ class ConfigError(JobgroveError, ValueError):
     """A node setting that cannot be used; the message names the setting."""
 
 
+class RefusedError(JobgroveError):
+    """The operation is not allowed on the tree as it is now (a graft under a job that
+    has started, a rerun while jobs run...); nothing was changed."""
+
+
 class FencedError(JobgroveError):
     """This node process lost its node name to another process (its lease lapsed and
     a newer process registered): Redis refuses its claims and outcomes."""

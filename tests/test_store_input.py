@@ -41,8 +41,12 @@ def test_any_job_id_resolves_its_tree(backend: Any) -> None:
         assert status["tags"] == {"workspace": "w"}
         assert status["children"][0]["children"][0]["children"] == []
     child = status["children"][0]
+    # The contract's status shape (attempt, result and progress came with retries,
+    # results and progress; the root alone also has its run number).
     assert set(child) == {"id", "root", "parent", "node", "kind", "title", "state", "summary",
-                          "cause", "created", "started", "finished", "tags", "children"}
+                          "cause", "created", "started", "finished", "tags", "attempt",
+                          "result", "progress", "children"}
+    assert status["run"] == 1 and "run" not in child
     assert child["parent"] == root and child["tags"] == {}
 
 

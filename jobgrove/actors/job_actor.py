@@ -46,7 +46,8 @@ class JobActor(Actor):
 
     def _run(self, msg: RunJob) -> None:
         ctx = msg.ctx
-        ctx.log.note(f"started {msg.job.kind} on {ctx.node}")
+        attempt = f" (attempt {ctx.attempt} of {ctx.retries + 1})" if ctx.retries else ""
+        ctx.log.note(f"started {msg.job.kind} on {ctx.node}{attempt}")
         try:
             result = msg.job.run(ctx)
         except BaseException as exc:  # job code may raise anything; it must not kill the node

@@ -8,6 +8,7 @@ Each is owned by the node actor and used only from its thread.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
@@ -152,6 +153,23 @@ class RunnerPool(Generic[R]):
         for runner in self._idle:
             self._stop(runner)
         self._idle.clear()
+
+
+class Alarms:
+    """Trees to look at again at a given time (when a retry delay ends)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, str]] = []
+
+    def set(self, seconds: float, root: str) -> None:
+        heapq.heappush(self._heap, (self._clock() + seconds, root))
+
+    def due(self) -> list[str]:
+        now, out = self._clock(), []
+        while self._heap and self._heap[0][0] <= now:
+            out.append(heapq.heappop(self._heap)[1])
+        return out
 
 
 class TreeErrors:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pykka
@@ -19,7 +18,7 @@ import pykka
 from jobgrove.actors.base import Actor, handles
 from jobgrove.actors.health import RedisHealth
 from jobgrove.actors.job_actor import JobActor
-from jobgrove.actors.ledger import Outbox, RunnerPool, Slots, Supervisors, undo_key
+from jobgrove.actors.ledger import Alarms, Outbox, RunnerPool, Slots, Supervisors, undo_key
 from jobgrove.actors.messages import (
     AbortCheck,
     Fence,
@@ -59,8 +58,7 @@ def _stop(ref: Ref) -> None:
 class NodeActor(Actor):
     def __init__(self, store: Store, name: str, *, concurrency: int, log_dir: str,
                  abort_grace: float, upkeep: Upkeep,
-                 on_log_growth: GrowthListener | None = None,
-                 on_redis_change: Callable[[bool, str], None] | None = None) -> None:
+                 on_log_growth: GrowthListener | None = None) -> None:
         super().__init__()
         self.store = store
         self.name = name
@@ -68,7 +66,6 @@ class NodeActor(Actor):
         self.abort_grace = abort_grace
         self.upkeep = upkeep
         self.on_log_growth = on_log_growth
-        self.on_redis_change = on_redis_change
         self.slots: Slots[Ref] = Slots(concurrency)
         self.pool: RunnerPool[Ref] = RunnerPool(concurrency, JobActor.start, _stop)
         self.outbox: Outbox[Outcome] = Outbox(lambda m: m.job_id)
@@ -78,6 +75,7 @@ class NodeActor(Actor):
                                                          SUPERVISOR_IDLE)
         self.dirty: dict[str, None] = {}  # roots that may have runnable jobs, in order
         self.undo_pending: set[str] = set()  # trees that may owe more undo hooks here
+        self.retries = Alarms()  # trees to look at again when a retry delay ends
         self.fill_pending = False
         self.draining = False
         self.next_reconcile = 0.0
@@ -159,6 +157,9 @@ class NodeActor(Actor):
     def _on_tick(self, _message: Tick) -> None:
         now = time.monotonic()
         self.supervisors.stop_idle(self.slots.busy)
+        for root in self.retries.due():
+            self.dirty[root] = None
+            self._schedule_fill()
         for ref in self.supervisors.all():
             ref.tell(Tick())
         if not self.health.ok:
@@ -201,7 +202,8 @@ class NodeActor(Actor):
 
     def _start_supervisor(self, root: str) -> Ref:
         return TreeSupervisor.start(self.actor_ref, self.store, root, self.name,
-                                    self.log_dir, self.abort_grace, self.on_log_growth)
+                                    self.log_dir, self.abort_grace, self.on_log_growth,
+                                    self.upkeep.registry)
 
     def _forget(self, root: str) -> None:
         """The tree is done and nothing of it runs here: drop it from this node's set."""
@@ -214,8 +216,6 @@ class NodeActor(Actor):
         if not ok:
             self.retry_at = 0.0
         self.upkeep.redis_changed(ok, detail)
-        if self.on_redis_change is not None:
-            self.on_redis_change(ok, detail)
 
     # -- losing the node name ------------------------------------------------------------
     def _lost_name(self) -> None:
@@ -269,6 +269,8 @@ class NodeActor(Actor):
                          outcome.state or "gone")
             elif outcome.verdict is Verdict.FENCED:
                 self.upkeep.lease.fence()
+            if outcome.retry_in is not None:
+                self.retries.set(outcome.retry_in, item.root)
             if outcome.claimed is not None:
                 self._dispatch(item.root, [outcome.claimed])
             elif outcome.ready_on == self.name:

@@ -29,9 +29,12 @@ from jobgrove.actors.messages import (
     Tick,
     UndoDone,
 )
+from jobgrove.client import graft
+from jobgrove.errors import JobgroveError
 from jobgrove.jobs.api import Job, JobContext, TreeContext, kind_class
 from jobgrove.jobs.log import GrowthListener, JobLog
 from jobgrove.messaging.records import Claim
+from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
@@ -42,13 +45,19 @@ class _Running:
     token: str
     job: Job
     ctx: JobContext
+    #: A failure of this attempt is not the job's last word (retries left).
+    retries_left: bool = False
+    timeout: float | None = None
+    started: float = 0.0
+    timed_out: bool = False
     abort_deadline: float | None = None
     grace: float = 0.0
 
 
 class TreeSupervisor(Actor):
     def __init__(self, node: pykka.ActorRef[Any], store: Store, root: str, node_name: str,
-                 log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None) -> None:
+                 log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None,
+                 registry: Registry | None = None) -> None:
         super().__init__()
         self.node = node
         self.store = store
@@ -57,12 +66,17 @@ class TreeSupervisor(Actor):
         self.log_dir = log_dir
         self.abort_grace = abort_grace
         self.on_log_growth = on_log_growth
+        self.registry = registry
         self.running: dict[str, _Running] = {}
+        #: The tree's run whose jobs this supervisor runs (a rerun starts a new one).
+        self.run = 0
         self.aborting = False
 
     @handles(StartJobs)
     def _on_start_jobs(self, message: StartJobs) -> None:
         for claim, runner in zip(message.claims, message.runners):
+            if claim.run > self.run:  # a rerun: the abort of the last run is over
+                self.run, self.aborting = claim.run, False
             try:
                 self._start(claim, runner)
             except Exception as exc:  # whatever it was, the job's outcome must not vanish
@@ -100,17 +114,25 @@ class TreeSupervisor(Actor):
     # -- starting ------------------------------------------------------------------
     def _context(self, claim: Claim, params: dict[str, Any], log_file: JobLog,
                  result: Any = None) -> JobContext:
-        root = self.root
+        # The callables below run in the job's own thread (the store is thread-safe).
+        root, store, registry = self.root, self.store, self.registry
 
         def write_context(key: str, value: Any) -> None:
             json.dumps(value)  # refuse what cannot be stored, in the job's own thread
-            self.store.set_context(root, key, value)
+            store.set_context(root, key, value)
+
+        def graft_under(spec: Any, under: str) -> list[str]:
+            if registry is None:
+                raise JobgroveError("grafting needs the node's registry")
+            return graft(store, registry, under, spec)
 
         return JobContext(
             job_id=claim.id, root=root, node=self.node_name, params=params, log=log_file,
             results=claim.results, children=list(claim.spec.get("children", [])),
             context=TreeContext(claim.context, write_context), abort_event=threading.Event(),
-            abort_grace=self.abort_grace, result=result)
+            abort_grace=self.abort_grace, result=result, parent=claim.spec.get("parent"),
+            attempt=claim.attempt, retries=int(claim.spec.get("retries") or 0),
+            grafter=graft_under, progress_sink=ProgressThrottle(store, root, claim))
 
     def _start(self, claim: Claim, runner: pykka.ActorRef[Any]) -> None:
         kind = claim.spec.get("kind", "")
@@ -127,10 +149,15 @@ class TreeSupervisor(Actor):
         except Exception as exc:
             self._fail_early(claim, log_file, f"cannot create job of kind {kind!r}: {exc}")
             return
-        self.running[claim.id] = _Running(claim.token, job, ctx)
+        timeout = claim.spec.get("timeout")
+        self.running[claim.id] = _Running(
+            claim.token, job, ctx, retries_left=claim.attempt <= ctx.retries,
+            timeout=float(timeout) if timeout else None, started=time.monotonic())
         if self.aborting:
             self._request_abort(claim.id, "the tree is aborting")
-        runner.tell(RunJob(self.actor_ref, self.node, job, ctx, claim.token))
+        # A job with a timeout reports success through here too: it may have timed out.
+        reply_to = self.actor_ref if timeout else self.node
+        runner.tell(RunJob(self.actor_ref, reply_to, job, ctx, claim.token))
 
     def _fail_early(self, claim: Claim, log_file: JobLog, summary: str) -> None:
         """The job cannot even start here: it fails (and its tree aborts)."""
@@ -168,8 +195,12 @@ class TreeSupervisor(Actor):
             log.info("late result of job %s discarded (it was fenced off)", done.job_id)
             return
         del self.running[done.job_id]
+        if current.timed_out:
+            done = dataclasses.replace(done, ok=False, result=None,
+                                       summary=f"timed out after {current.timeout:g}s")
         self.node.tell(done)
-        if not done.ok and not self.aborting:
+        # A failed attempt with retries left does not stop the tree: it runs again.
+        if not done.ok and not self.aborting and not current.retries_left:
             self._abort_all(f"job {done.job_id} failed")
 
     def _abort_all(self, why: str) -> None:
@@ -198,9 +229,36 @@ class TreeSupervisor(Actor):
     def _check_fences(self) -> None:
         now = time.monotonic()
         for job_id, current in list(self.running.items()):
+            if current.timeout is not None and not current.timed_out \
+                    and now - current.started >= current.timeout:
+                current.timed_out = True
+                self._request_abort(job_id, f"timed out after {current.timeout:g}s")
             if current.abort_deadline is not None and now >= current.abort_deadline:
                 del self.running[job_id]
                 summary = (f"did not stop within {current.grace:g}s of the abort request; "
                            "its late result will be discarded")
+                if current.timed_out:
+                    summary = f"timed out after {current.timeout:g}s; {summary}"
                 current.ctx.log.note(summary)
                 self.node.tell(Fence(self.root, job_id, current.token, summary))
+
+
+class ProgressThrottle:
+    """``ctx.progress`` of one job: stored at most ten times a second, and always when
+    the job says it is done (fraction 1.0). Runs in the job's thread."""
+
+    INTERVAL = 0.1
+
+    def __init__(self, store: Store, root: str, claim: Claim) -> None:
+        self.store = store
+        self.root = root
+        self.job_id = claim.id
+        self.token = claim.token
+        self._last = 0.0
+
+    def __call__(self, fraction: float, message: str | None) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last < self.INTERVAL:
+            return
+        self._last = now
+        self.store.set_progress(self.root, self.job_id, self.token, fraction, message)

@@ -41,6 +41,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return outcome_code(status)
 
 
+def cmd_graft(args: argparse.Namespace) -> int:
+    ids = client_from(args).graft(args.parent, read_spec(args.spec),
+                                  allow_unknown_node=args.allow_unknown_node)
+    if args.json:
+        print_json(ids)
+    else:
+        print("\n".join(ids))
+    return OK
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    print(client_from(args).rerun(args.id))
+    return OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = client_from(args).status(args.id)
     if args.json:

@@ -73,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="show the tree live until it ends")
     p.add_argument("--json", action="store_true")
 
+    p = add("graft", commands.cmd_graft,
+            "add subtrees under a job that has not started (its parent waits for them)")
+    p.add_argument("parent", metavar="PARENT", help="the job to add the subtrees under")
+    p.add_argument("spec", metavar="SPEC.json",
+                   help="one subtree (a JSON object) or several (an array); - for stdin")
+    p.add_argument("--allow-unknown-node", action="store_true",
+                   help="accept jobs for nodes that never registered")
+    p.add_argument("--json", action="store_true",
+                   help="print the new subtree root ids as a JSON array")
+
+    p = add("rerun", commands.cmd_rerun,
+            "run again what did not succeed in a done tree (prints the tree id)")
+    p.add_argument("id", help="any job of the tree")
+
     p = add("status", commands.cmd_status, "show a whole tree with each job's state")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")

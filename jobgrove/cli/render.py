@@ -36,15 +36,35 @@ def duration(job: dict[str, Any], now: float | None = None) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
+def progress_bar(fraction: Any, width: int = 12) -> str:
+    """``[#####.......]  42%`` for a fraction from 0 to 1."""
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool):
+        return ""
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    done = round(fraction * width)
+    return f"[{'#' * done}{'.' * (width - done)}] {fraction * 100:3.0f}%"
+
+
 def _label(job: dict[str, Any], now: float) -> Text:
     state = job["state"]
     text = Text()
     text.append(f"{ICON.get(state, '?')} {state:<8}", style=STYLE.get(state, ""))
     text.append(f" {job.get('title') or job.get('kind')}", style="bold")
     text.append(f"  {job['id'][:8]} @{job.get('node')}", style="dim")
+    if job.get("run", 1) > 1:
+        text.append(f"  run {job['run']}", style="dim")
     spent = duration(job, now)
     if spent:
         text.append(f"  {spent}")
+    if job.get("attempt", 1) > 1:
+        text.append(f"  attempt {job['attempt']}", style="yellow")
+    progress = job.get("progress")
+    if state == State.RUNNING and isinstance(progress, dict):
+        text.append("  " + progress_bar(progress.get("fraction")), style="cyan")
+        if progress.get("message"):
+            text.append(f" {progress['message']}", style="dim")
+    if job.get("summary") and state == State.WAITING and job.get("attempt", 1) > 1:
+        text.append(f"  {job['summary']}", style="dim")  # why it waits to run again
     if job.get("summary") and state in (State.FAILED, State.ABORTED):
         text.append(f"  {job['summary']}", style=STYLE.get(state, ""))
     if job.get("cause") and job["cause"] != job["id"] and state == State.ABORTED:

@@ -3,6 +3,10 @@
 The Redis store applies the same rules atomically in Lua; this model is their
 readable statement, used by unit tests and by the store's contract tests (which
 replay random operations against both and compare every job's state and cause).
+
+Beyond the state table of ``states``: a failed attempt with retries left goes back
+to WAITING (``retry``); jobs can be grafted under a job that has not started
+(``graft``); a done tree that did not succeed can run again (``rerun``).
 """
 
 from __future__ import annotations
@@ -18,20 +22,26 @@ class ModelJob:
     spec: JobSpec
     state: State
     pending: int
+    children: list[str]
     cause: str | None = None
     abort_requested: str | None = None  # cause, once a RUNNING job is asked to abort
+    attempt: int = 1
 
 
 class TreeModel:
     """One tree's jobs and the rules that move them."""
 
     def __init__(self, jobs: list[JobSpec]) -> None:
-        self.jobs = {
-            j.id: ModelJob(j, State.NEW if j.children else State.WAITING, len(j.children))
-            for j in jobs
-        }
+        self.jobs: dict[str, ModelJob] = {}
         self.root = jobs[0].id
         self.abort_cause: str | None = None
+        self.run = 1
+        self._add(jobs)
+
+    def _add(self, jobs: list[JobSpec]) -> None:
+        for j in jobs:
+            self.jobs[j.id] = ModelJob(j, State.NEW if j.children else State.WAITING,
+                                       len(j.children), list(j.children))
 
     def state(self, job_id: str) -> State:
         return self.jobs[job_id].state
@@ -55,7 +65,8 @@ class TreeModel:
         return True
 
     def finish(self, job_id: str, ok: bool) -> State | None:
-        """Record a RUNNING job's outcome; returns the final state, None if stale."""
+        """Record a RUNNING job's outcome; returns the state after, None if stale. A
+        failure with retries left is a failed *attempt*: the job waits again."""
         job = self.jobs[job_id]
         if job.state is not State.RUNNING:
             return None
@@ -64,6 +75,10 @@ class TreeModel:
             job.cause = job.abort_requested
             return job.state
         if not ok:
+            if job.attempt <= job.spec.retries:
+                job.state = State.WAITING  # a retry: the only way back from RUNNING
+                job.attempt += 1
+                return job.state
             self._move(job, State.FAILED)
             self._abort_tree(job_id)
             return job.state
@@ -103,3 +118,60 @@ class TreeModel:
     @property
     def outcome(self) -> State:
         return self.jobs[self.root].state
+
+    @property
+    def done(self) -> bool:
+        """The root is finished and nothing runs any more."""
+        return self.outcome in FINISHED and not any(
+            j.state is State.RUNNING for j in self.jobs.values())
+
+    # -- trees that change ---------------------------------------------------------------
+    def graft_refusal(self, parent_id: str) -> str | None:
+        """Why nothing may be grafted under ``parent_id`` now, or None."""
+        parent = self.jobs[parent_id]
+        if self.abort_cause is not None:
+            return "the tree is aborting"
+        if parent.state not in (State.NEW, State.WAITING):
+            return f"job {parent_id} is {parent.state.value}: it has started"
+        return None
+
+    def graft(self, parent_id: str, jobs: list[JobSpec]) -> str | None:
+        """Add subtrees under a job that has not started; a WAITING parent goes back to
+        NEW until they succeed. Returns the refusal, or None once added."""
+        refusal = self.graft_refusal(parent_id)
+        if refusal is not None:
+            return refusal
+        parent = self.jobs[parent_id]
+        tops = [j.id for j in jobs if j.parent == parent_id]
+        self._add(jobs)
+        parent.children += tops
+        parent.pending += len(tops)
+        if parent.state is State.WAITING:
+            parent.state = State.NEW  # it waits for its new children
+        return None
+
+    def rerun_refusal(self) -> str | None:
+        if any(j.state is State.RUNNING for j in self.jobs.values()):
+            return "a job of the tree is running"
+        if self.outcome is State.SUCCESS:
+            return "the tree succeeded"
+        if self.outcome not in FINISHED:
+            return "the tree is not done"
+        return None
+
+    def rerun(self) -> str | None:
+        """FAILED and ABORTED jobs go back to NEW (children not all SUCCESS) or WAITING;
+        SUCCESS jobs stay. Returns the refusal, or None."""
+        refusal = self.rerun_refusal()
+        if refusal is not None:
+            return refusal
+        self.abort_cause = None
+        self.run += 1
+        for job in self.jobs.values():
+            if job.state in (State.FAILED, State.ABORTED):
+                job.pending = sum(self.jobs[c].state is not State.SUCCESS
+                                  for c in job.children)
+                job.state = State.NEW if job.pending else State.WAITING
+                job.cause = job.abort_requested = None
+                job.attempt = 1
+        return None

@@ -24,7 +24,15 @@ MAX_NAME = 200
 #: Characters a node name may not hold (they would break keys, channels and paths).
 NODE_NAME_FORBIDDEN = "/{}"
 TAG_KEYS = ("workspace", "application", "version", "instance", "node")
-_JOB_FIELDS = frozenset({"title", "kind", "node", "params", "tags", "children"})
+_JOB_FIELDS = frozenset({"title", "kind", "node", "params", "tags", "children", "retries",
+                         "retry_delay", "timeout"})
+#: Retries a job may have; its first retry waits ``retry_delay`` (default 1 s), each
+#: later one twice as long, at most ``MAX_RETRY_DELAY``.
+MAX_RETRIES = 100
+DEFAULT_RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 300.0
+#: Longest ``timeout`` a job may have (31 days), in seconds.
+MAX_TIMEOUT = 31 * 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +66,14 @@ class JobSpec:
     params: dict[str, Any]
     children: tuple[str, ...]
     depth: int
+    retries: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    #: Seconds the job may run (None: no limit); then it is aborted and FAILED.
+    timeout: float | None = None
+
+    def retry_wait(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
+        return min(self.retry_delay * 2.0 ** (attempt - 1), MAX_RETRY_DELAY)
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -143,6 +159,41 @@ def _check_tags(path: str, tags: Any) -> dict[str, str]:
     return dict(tags)
 
 
+def _number(path: str, value: Any, low: float, high: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(path, f"must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise SpecError(path, f"{what} must be between {low:g} and {high:g} seconds, "
+                              f"got {value!r}")
+    return float(value)
+
+
+def _attempts(path: str, item: dict[str, Any]) -> tuple[int, float, float | None]:
+    """The job's retries, retry_delay and timeout, checked."""
+    retries = item.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise SpecError(f"{path}.retries", f"must be an integer, got {type(retries).__name__}")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise SpecError(f"{path}.retries", f"must be between 0 and {MAX_RETRIES}, "
+                                           f"got {retries}")
+    delay = _number(f"{path}.retry_delay", item["retry_delay"], 0, MAX_RETRY_DELAY,
+                    "retry_delay") if "retry_delay" in item else DEFAULT_RETRY_DELAY
+    timeout = None
+    if "timeout" in item:
+        timeout = _number(f"{path}.timeout", item["timeout"], 0, MAX_TIMEOUT, "timeout")
+        if timeout <= 0:
+            raise SpecError(f"{path}.timeout", "must be more than 0 seconds")
+    return retries, delay, timeout
+
+
+def _check_default_node(node: str | None, where: str) -> None:
+    if node is not None:
+        _check_name(where, node, "a node name")
+        problem = check_node_name(node)
+        if problem:
+            raise SpecError(where, f"node {problem}")
+
+
 def parse_spec(
     spec: Any,
     kinds: Mapping[str, KindInfo],
@@ -160,18 +211,49 @@ def parse_spec(
     if not spec:
         raise SpecError("root", "empty tree: a spec needs at least a 'kind'")
     tags = _check_tags("root.tags", spec["tags"]) if "tags" in spec else {}
-    if default_node is not None:
-        _check_name("--node", default_node, "a node name")
-        problem = check_node_name(default_node)
-        if problem:
-            raise SpecError("--node", f"node {problem}")
-
-    jobs: list[JobSpec] = []
+    _check_default_node(default_node, "--node")
     root_id = new_id()
-    # (spec, path, id, parent id, inherited node, depth); iterative, so a deep tree
-    # cannot exhaust Python's recursion limit.
-    stack: list[tuple[Any, str, str, str | None, str | None, int]] = [
-        (spec, "root", root_id, None, default_node, 1)]
+    jobs = _flatten([(spec, "root", root_id, None, default_node, 1)], kinds, root_id,
+                    new_id, size=0)
+    return jobs, tags
+
+
+def parse_graft(
+    spec: Any,
+    kinds: Mapping[str, KindInfo],
+    *,
+    root: str,
+    parent: str,
+    parent_node: str,
+    parent_depth: int,
+    tree_size: int,
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> list[JobSpec]:
+    """Validate subtrees to add under ``parent`` (one spec object, or an array of them)
+    exactly as a submit would, limits counted on the whole tree: ``tree_size`` jobs it
+    has now, ``parent_depth`` the parent's depth. Jobs without a node run on the
+    parent's. Returns the new jobs, each subtree's root before its descendants."""
+    items = spec if isinstance(spec, list) else [spec]
+    if not items:
+        raise SpecError("graft", "nothing to add: give a subtree or a non-empty array")
+    work = []
+    for index, item in enumerate(items):
+        path = f"graft[{index}]" if isinstance(spec, list) else "graft"
+        if not isinstance(item, dict):
+            raise SpecError(path, f"a job must be an object, got {type(item).__name__}")
+        work.append((item, path, new_id(), parent, parent_node, parent_depth + 1))
+    return _flatten(list(reversed(work)), kinds, root, new_id, size=tree_size)
+
+
+# One job to validate: (spec, path, id, parent id, inherited node, depth).
+_Work = tuple[Any, str, str, "str | None", "str | None", int]
+
+
+def _flatten(stack: list[_Work], kinds: Mapping[str, KindInfo], root_id: str,
+             new_id: Callable[[], str], size: int) -> list[JobSpec]:
+    """Check and flatten jobs depth first (iteratively: a deep tree cannot exhaust
+    Python's recursion limit); ``size`` jobs exist already."""
+    jobs: list[JobSpec] = []
     while stack:
         item, path, job_id, parent, inherited, depth = stack.pop()
         if depth > MAX_DEPTH:
@@ -206,12 +288,13 @@ def parse_spec(
         if not isinstance(raw_children, list):
             raise SpecError(f"{path}.children",
                             f"must be an array, got {type(raw_children).__name__}")
-        if len(jobs) + len(stack) + len(raw_children) + 1 > MAX_JOBS:
+        retries, retry_delay, timeout = _attempts(path, item)
+        if size + len(jobs) + len(stack) + len(raw_children) + 1 > MAX_JOBS:
             raise SpecError(path, f"tree larger than the limit of {MAX_JOBS} jobs")
         child_ids = tuple(new_id() for _ in raw_children)
         jobs.append(JobSpec(job_id, root_id, parent, node, kind_name, title or kind_name,
-                            params, child_ids, depth))
+                            params, child_ids, depth, retries, retry_delay, timeout))
         for index in range(len(raw_children) - 1, -1, -1):
             stack.append((raw_children[index], f"{path}.children[{index}]",
                           child_ids[index], job_id, node, depth + 1))
-    return jobs, tags
+    return jobs

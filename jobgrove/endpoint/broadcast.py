@@ -39,8 +39,7 @@ from jobgrove.actors.messages import (
     WatchTree,
 )
 from jobgrove.core.states import FINISHED, State
-from jobgrove.core.status import find
-from jobgrove.core.status import states as job_states
+from jobgrove.core.status import find, walk
 from jobgrove.endpoint import wire
 from jobgrove.endpoint.feeds import Feed, GrowthGate, Subscription
 from jobgrove.endpoint.lookups import Lookup
@@ -55,13 +54,22 @@ LINGER = 5.0
 _RANK: dict[str, int] = {State.NEW: 0, State.WAITING: 1, State.RUNNING: 2}
 
 
-def progressed(old: str | None, new: str) -> bool:
-    """Whether ``new`` is news after ``old`` (states only move forward)."""
-    if old is None:
+#: What a watcher has been told of a job: (attempt, state).
+Seen = tuple[int, str]
+
+
+def progressed(old: Seen | None, new: Seen) -> bool:
+    """Whether ``new`` is news after ``old``: a later attempt (a retry), or a state
+    further on in the same attempt (states only move forward within one)."""
+    if old is None or new[0] > old[0]:
         return True
-    if old in FINISHED:
+    if new[0] < old[0] or old[1] in FINISHED:
         return False
-    return new in FINISHED or _RANK.get(new, 0) > _RANK.get(old, 0)
+    return new[1] in FINISHED or _RANK.get(new[1], 0) > _RANK.get(old[1], 0)
+
+
+def _seen(status: dict[str, Any]) -> dict[str, Seen]:
+    return {job["id"]: (int(job.get("attempt") or 1), job["state"]) for job in walk(status)}
 
 
 class LogBroadcast(Actor):
@@ -83,7 +91,8 @@ class LogBroadcast(Actor):
         self.lookup = lookup  # (what, arg) -> Redis read done elsewhere, told back
         self.max_relays = max_relays
         self.feeds: dict[str, Feed] = {}
-        self.watches: dict[str, dict[int, tuple[Viewer, dict[str, str]]]] = {}
+        self.watches: dict[str, dict[int, tuple[Viewer, dict[str, Seen]]]] = {}
+        self.redraw: set[str] = set()  # grafted or rerun: watchers get the whole tree
         self.by_conn: dict[int, set[str]] = {}
         self.refs: dict[str, int] = {}
         self._gens = itertools.count(1)
@@ -244,10 +253,22 @@ class LogBroadcast(Actor):
             self._job_state(job, state)
             frame = None
             for conn, states in self.watches.get(msg.root, {}).values():
-                if progressed(states.get(job), state):
-                    states[job] = state
+                known = states.get(job)
+                attempt = event.get("attempt")
+                seen = (int(attempt) if isinstance(attempt, int) else
+                        known[0] if known else 1, state)
+                if progressed(known, seen):
+                    states[job] = seen
                     frame = frame or wire.status_frame(event)
                     conn.push(frame)
+        elif kind == "progress" and isinstance(event.get("job"), str):
+            frame = wire.progress_frame(event["job"], event.get("progress"))
+            for conn, _ in self.watches.get(msg.root, {}).values():
+                conn.push(frame)
+        elif kind in ("graft", "rerun"):
+            # Jobs were added, or went back to the start: the whole tree again, read anew.
+            self.redraw.add(msg.root)
+            self.lookup("snapshot", msg.root)
         elif kind == "done" and isinstance(event.get("state"), str):
             frame = wire.done_frame(msg.root, event["state"])
             for conn, _ in self.watches.get(msg.root, {}).values():
@@ -276,7 +297,7 @@ class LogBroadcast(Actor):
         watchers = self.watches.setdefault(msg.root, {})
         if msg.conn.id not in watchers:
             self._ref(msg.root, 1)
-        watchers[msg.conn.id] = (msg.conn, job_states(msg.status))
+        watchers[msg.conn.id] = (msg.conn, _seen(msg.status))
         msg.conn.push(wire.tree_frame(msg.status), force=True)
         # The tree's channel may not be subscribed yet: read the tree again once it is, so
         # a change made in between (not seen on the channel) is in that read.
@@ -284,19 +305,22 @@ class LogBroadcast(Actor):
 
     @handles(TreeSnapshot)
     def _on_snapshot(self, msg: TreeSnapshot) -> None:
-        fresh = job_states(msg.status)
+        fresh = _seen(msg.status)
+        redraw = msg.root in self.redraw
+        self.redraw.discard(msg.root)
         tree = None
         for conn, states in self.watches.get(msg.root, {}).values():
-            if set(fresh) - set(states):  # jobs added: the whole tree again
+            if redraw or set(fresh) - set(states):  # jobs added, or rerun: the whole tree
+                states.clear()
                 states.update(fresh)
                 tree = tree or wire.tree_frame(msg.status)
                 conn.push(tree, force=True)
                 continue
-            for job, state in fresh.items():
-                if progressed(states.get(job), state):
-                    states[job] = state
+            for job, seen in fresh.items():
+                if progressed(states.get(job), seen):
+                    states[job] = seen
                     conn.push(wire.status_frame(find(msg.status, job) or {}))
-        for job, state in fresh.items():
+        for job, (_, state) in fresh.items():
             self._job_state(job, state)
 
     # -- relay ---------------------------------------------------------------------------

@@ -198,7 +198,8 @@ def tree_frame(status: dict[str, Any]) -> bytes:
     return json_frame({"type": "tree", "tree": status})
 
 
-_STATUS_FIELDS = ("tree", "node", "summary", "cause", "started", "finished")
+_STATUS_FIELDS = ("tree", "node", "summary", "cause", "started", "finished", "attempt",
+                  "progress")
 
 
 def status_frame(event: dict[str, Any]) -> bytes:
@@ -216,6 +217,11 @@ def status_frame(event: dict[str, Any]) -> bytes:
     if out["tree"] is None and event.get("root"):
         out["tree"] = event["root"]
     return json_frame(out)
+
+
+def progress_frame(job: str, progress: Any) -> bytes:
+    """A running job reported how far it got (``{"fraction", "message"}``)."""
+    return json_frame({"type": "progress", "job": job, "progress": progress})
 
 
 def done_frame(tree: str, state: str) -> bytes:

@@ -121,13 +121,30 @@ class TreeContext:
         return dict(self._data)
 
 
+#: ``ctx.graft``'s way to the store: (spec, the job to graft under) -> new subtree ids.
+Grafter = Callable[[Any, str], list[str]]
+#: ``ctx.progress``'s way to the store: (fraction, message).
+ProgressSink = Callable[[float, "str | None"], None]
+
+
+def _no_graft(spec: Any, under: str) -> list[str]:
+    raise JobgroveError("this job context cannot graft (no store)")
+
+
+def _no_progress(fraction: float, message: str | None) -> None:
+    """Progress outside a node goes nowhere."""
+
+
 class JobContext:
-    """What a running job sees: its params, log, children's results, tree context, abort."""
+    """What a running job sees: its params, log, children's results, tree context, abort;
+    and what it can do to its tree: ``graft`` jobs, report ``progress``."""
 
     def __init__(self, *, job_id: str, root: str, node: str, params: dict[str, Any],
                  log: JobLog, results: dict[str, Any], children: list[str],
                  context: TreeContext, abort_event: threading.Event,
-                 abort_grace: float, result: Any = None) -> None:
+                 abort_grace: float, result: Any = None, parent: str | None = None,
+                 attempt: int = 1, retries: int = 0, grafter: Grafter = _no_graft,
+                 progress_sink: ProgressSink = _no_progress) -> None:
         self.job_id = job_id
         self.root = root
         self.node = node
@@ -142,9 +159,13 @@ class JobContext:
         self.abort_grace = abort_grace
         #: For ``on_tree_aborted``: what ``run`` returned.
         self.result = result
-        #: Set by the runtime once ``run`` has returned successfully and the outcome has
-        #: gone to the node (the supervisor then forgets the job).
-        self.ended = False
+        #: The parent's id (None for the root).
+        self.parent = parent
+        #: Which attempt this is (1-based), and how many retries the job has in all.
+        self.attempt = attempt
+        self.retries = retries
+        self._grafter = grafter
+        self._progress_sink = progress_sink
 
     @property
     def aborted(self) -> bool:
@@ -158,3 +179,26 @@ class JobContext:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; returns True (early) if an abort was requested."""
         return self.abort_event.wait(seconds)
+
+    def graft(self, spec: Any, under: str | None = None) -> list[str]:
+        """Add jobs to this tree while it runs: ``spec`` is one subtree (an object, as in
+        a submit) or a list of them, put under ``under`` (default: this job's parent,
+        which then waits for them too). ``under`` must not have started. Validated like
+        a submit (SpecError); refused (RefusedError) if ``under`` started or the tree is
+        aborting. Returns the ids of the new subtrees' roots."""
+        target = under or self.parent
+        if target is None:
+            raise JobgroveError("the root has no parent to graft under: pass under=")
+        return self._grafter(spec, target)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job got (0.0 to 1.0), with an optional one-line message:
+        shown in status, ``submit --follow`` and the viewer. Calls more often than ten
+        times a second are dropped, but for the last one (fraction 1.0)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be a number from 0 to 1, got "
+                             f"{fraction!r}")
+        if message is not None and not isinstance(message, str):
+            raise ValueError("progress message must be a string")
+        self._progress_sink(float(fraction), None if message is None else message[:200])

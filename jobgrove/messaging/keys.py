@@ -15,7 +15,8 @@ import dataclasses
 
 #: The per-tree keys: ``<ns>:{<root>}:<part>``. Hashes by job id unless noted.
 TREE_PARTS: dict[str, str] = {
-    "meta": "the tree's own fields: root, title, created, tags, size, finished, abort_cause",
+    "meta": "the tree's own fields: root, title, created, tags, size, run, finished, "
+            "abort_cause",
     "spec": "job id -> JSON spec (id, parent, node, kind, title, params, children)",
     "state": "job id -> state",
     "node": "job id -> the node it runs on",
@@ -31,6 +32,10 @@ TREE_PARTS: dict[str, str] = {
     "epochs": "node -> highest lease epoch of that node seen in this tree (fencing)",
     "abort": "job id -> cause, for RUNNING jobs asked to abort",
     "results": "job id -> JSON result of a SUCCESS job",
+    "attempt": "job id -> the attempt running or next (absent: 1)",
+    "delayed": "sorted set: jobs waiting out a retry delay, scored by when they may run",
+    "progress": "job id -> JSON {fraction, message} the job reported",
+    "grafted": "job id -> JSON list of the children grafted under it (after its spec's)",
     "ctx": "key -> JSON value: the tree-wide context",
     "undone": "job id -> node that ran its on_tree_aborted hook",
     "open": "set of jobs not finished yet",

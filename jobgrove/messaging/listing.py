@@ -79,11 +79,8 @@ def list_trees(store: Store, tags: dict[str, str] | None = None, *, limit: int =
             page = [p for i, p in enumerate(page) if all(m[i] is not None for m in member)]
         found.extend(page)
     found = found[:limit]
-    trees = []
-    for root, _ in found:
-        try:
-            trees.append(store.job_status(root))
-        except JobgroveError:
-            continue  # index entry of a tree whose keys were removed by hand
+    # An index entry of a tree whose keys were removed (by hand, or a delete half-done)
+    # has no status: it is left out.
+    trees = store.root_statuses([root for root, _ in found])
     next_cursor = f"{found[-1][1]!r}:{found[-1][0]}" if len(found) == limit else None
     return Page(trees, next_cursor)

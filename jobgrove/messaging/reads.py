@@ -16,28 +16,49 @@ from jobgrove.messaging.records import Holder, load_json, to_float
 from jobgrove.messaging.redis_errors import translate_errors
 from jobgrove.messaging.scripts import register_scripts
 
-_PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
+#: The per-job hashes a status object is made of.
+_PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause",
+            "attempt", "results", "progress")
 
 
-def _status(job_id: str, root: str, state: str, node: str | None, parent: str | None,
-            spec: str | None, started: str | None, finished: str | None,
-            summary: str | None, cause: str | None, created: float | None,
-            tags: dict[str, str]) -> dict[str, Any]:
-    """One job's status object (the contract's shape, ``child_ids`` for children). A
-    spec that cannot be read shows as such (``child_ids`` None: the caller finds the
-    children another way); the rest of the tree stays readable."""
+_META = ("created", "tags", "run")
+
+
+def _json_or_none(raw: str | None, what: str) -> Any:
+    if raw is None:
+        return None
     try:
-        job_spec = load_json(spec or "", f"job {job_id} spec")
+        return load_json(raw, what)
+    except CorruptRecordError:
+        return None
+
+
+def _status(job_id: str, root: str, fields: dict[str, str | None],
+            meta: dict[str, str | None]) -> dict[str, Any]:
+    """One job's status object (the contract's shape, ``child_ids`` for children) from
+    its per-job fields (``_PER_JOB``) and the tree's meta fields. A spec that cannot be
+    read shows as such (``child_ids`` None: the caller finds the children another way);
+    the rest of the tree stays readable."""
+    try:
+        job_spec = load_json(fields["spec"] or "", f"job {job_id} spec")
         if not isinstance(job_spec, dict):
             raise CorruptRecordError(f"job {job_id} spec: not an object")
     except CorruptRecordError:
         job_spec = {"title": "(unreadable record)", "children": None}
-    return {"id": job_id, "root": root, "parent": parent, "node": node,
-            "kind": job_spec.get("kind"), "title": job_spec.get("title"), "state": state,
-            "summary": summary, "cause": cause, "created": created,
-            "started": to_float(started), "finished": to_float(finished),
-            "tags": tags if job_id == root else {},
-            "child_ids": job_spec.get("children", [])}
+    status = {"id": job_id, "root": root, "parent": fields["parent"], "node": fields["node"],
+              "kind": job_spec.get("kind"), "title": job_spec.get("title"),
+              "state": fields["state"], "summary": fields["summary"],
+              "cause": fields["cause"], "created": to_float(meta.get("created")),
+              "started": to_float(fields["started"]),
+              "finished": to_float(fields["finished"]),
+              "tags": {}, "attempt": int(fields["attempt"] or 1),
+              "result": _json_or_none(fields["results"], f"result of {job_id}"),
+              "progress": _json_or_none(fields["progress"], f"progress of {job_id}"),
+              "child_ids": job_spec.get("children", [])}
+    if job_id == root:
+        status["tags"] = _json_or_none(meta.get("tags"), "tags") or {}
+        status["run"] = int(meta.get("run") or 1)
+    return status
 
 
 class StoreReads:
@@ -92,21 +113,21 @@ class StoreReads:
         for part in _PER_JOB:
             pipe.hgetall(self.keys.tree_key(root, part))
         pipe.hgetall(self.keys.tree_key(root, "meta"))
-        state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
-        if not state:
+        pipe.hgetall(self.keys.tree_key(root, "grafted"))
+        *hashes, meta, grafted = pipe.execute()
+        parts = dict(zip(_PER_JOB, hashes))
+        if not parts["state"]:
             raise UnknownJobError(root)
-        created = to_float(meta.get("created"))
-        try:
-            tags = load_json(meta.get("tags", "{}"), f"tree {root} tags")
-        except CorruptRecordError:
-            tags = {}
-        flat = {job_id: _status(job_id, root, job_state, node.get(job_id), parent.get(job_id),
-                                spec.get(job_id), started.get(job_id), finished.get(job_id),
-                                summary.get(job_id), cause.get(job_id), created, tags)
-                for job_id, job_state in state.items()}
+        flat = {job_id: _status(job_id, root, {p: parts[p].get(job_id) for p in _PER_JOB},
+                                meta)
+                for job_id in parts["state"]}
+        parent = parts["parent"]
         for job_id, job in flat.items():
             if job["child_ids"] is None:  # its spec is unreadable: its children say
                 job["child_ids"] = sorted(i for i, p in parent.items() if p == job_id)
+            elif job_id in grafted:
+                more = _json_or_none(grafted[job_id], f"grafted children of {job_id}")
+                job["child_ids"] = [*job["child_ids"], *(more or [])]
         return flat
 
     def tree_status(self, job_id: str) -> dict[str, Any]:
@@ -129,15 +150,33 @@ class StoreReads:
         pipe = self.client.pipeline(transaction=False)
         for part in _PER_JOB:
             pipe.hget(self.keys.tree_key(root, part), job_id)
-        pipe.hmget(self.keys.tree_key(root, "meta"), ["created", "tags"])
-        state, node, parent, spec, started, finished, summary, cause, meta = pipe.execute()
-        if state is None:
+        pipe.hmget(self.keys.tree_key(root, "meta"), _META)
+        *values, meta = pipe.execute()
+        if values[0] is None:
             raise UnknownJobError(job_id)
-        tags = load_json(meta[1] or "{}", "tags") if job_id == root else {}
-        record = _status(job_id, root, state, node, parent, spec, started, finished, summary,
-                         cause, to_float(meta[0]), tags)
+        record = _status(job_id, root, dict(zip(_PER_JOB, values)), dict(zip(_META, meta)))
         del record["child_ids"]
         return record
+
+    @translate_errors
+    def root_statuses(self, roots: list[str]) -> list[dict[str, Any]]:
+        """The status objects (no children) of these trees' roots, in one round trip;
+        roots of trees that no longer exist are left out."""
+        pipe = self.client.pipeline(transaction=False)
+        for root in roots:
+            for part in _PER_JOB:
+                pipe.hget(self.keys.tree_key(root, part), root)
+            pipe.hmget(self.keys.tree_key(root, "meta"), _META)
+        replies = pipe.execute()
+        width = len(_PER_JOB) + 1
+        out = []
+        for i, root in enumerate(roots):
+            *values, meta = replies[i * width:(i + 1) * width]
+            if values[0] is not None:
+                record = _status(root, root, dict(zip(_PER_JOB, values)), dict(zip(_META, meta)))
+                del record["child_ids"]
+                out.append(record)
+        return out
 
     @translate_errors
     def tree_finished(self, root: str) -> bool:

@@ -9,6 +9,8 @@ from typing import Any
 
 from jobgrove.errors import CorruptRecordError, FencedError
 
+_CLAIM = 7  # items per claimed job in a script reply (see lua/common.lua claim_one)
+
 
 class Verdict(str, enum.Enum):
     """What a state-change script did."""
@@ -35,6 +37,10 @@ class Claim:
     #: Results of its children (id -> value), and the tree context when claimed.
     results: dict[str, Any]
     context: dict[str, Any]
+    #: Which attempt this run is (1-based; retries make more).
+    attempt: int = 1
+    #: The tree's run (1-based; each rerun makes one more).
+    run: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +56,8 @@ class Outcome:
     claimed: Claim | None = None
     #: (job id, why): a claimed parent whose record did not decode (the store fails it).
     corrupt: tuple[str, str] | None = None
+    #: A failed attempt with retries left: seconds until the job may run again.
+    retry_in: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +118,8 @@ def to_float(raw: Any) -> float | None:
 
 def decode_claims(root: str, flat: list[Any]) -> tuple[list[Claim], dict[str, str]]:
     """A claim script's reply: 'ok' (or 'fenced': FencedError), then if jobs were
-    claimed the tree context (JSON) and per job its id, run token, spec (JSON) and
-    children's results (a JSON object of JSON texts). Returns the claims, and the jobs
+    claimed the tree context (JSON) and per job its id, run token, spec (JSON),
+    children's results (a JSON object of JSON texts) and attempt. Returns the claims, and the jobs
     whose records did not decode (id -> why): the caller fails those."""
     if flat and flat[0] == "fenced":
         raise FencedError("claim refused: this process no longer holds its node name")
@@ -120,37 +128,44 @@ def decode_claims(root: str, flat: list[Any]) -> tuple[list[Claim], dict[str, st
     try:
         context = decode_map(flat[1], "tree context")
     except CorruptRecordError as exc:
-        return [], {flat[i]: str(exc) for i in range(2, len(flat), 4)}
+        return [], {flat[i]: str(exc) for i in range(2, len(flat), _CLAIM)}
     claims: list[Claim] = []
     bad: dict[str, str] = {}
-    for i in range(2, len(flat), 4):
+    for i in range(2, len(flat), _CLAIM):
         try:
-            claims.append(_claim(root, flat[i:i + 4], context))
+            claims.append(_claim(root, flat[i:i + _CLAIM], context))
         except CorruptRecordError as exc:
             bad[flat[i]] = str(exc)
     return claims, bad
 
 
 def _claim(root: str, item: list[Any], context: dict[str, Any]) -> Claim:
-    job_id, token, raw_spec, results = item
+    job_id, token, raw_spec, results, attempt, run, grafted = item
     spec = load_json(raw_spec, f"spec of job {job_id}")
     if not isinstance(spec, dict):
         raise CorruptRecordError(f"spec of job {job_id} is not a JSON object")
+    more = load_json(grafted, f"grafted children of job {job_id}")
+    if more:
+        spec["children"] = [*spec.get("children", []), *more]
     return Claim(root, job_id, token, spec,
-                 decode_map(results, f"children results of {job_id}"), context)
+                 decode_map(results, f"children results of {job_id}"), context,
+                 int(attempt), int(run))
 
 
 def decode_outcome(root: str, reply: list[Any]) -> Outcome:
     """A finish/abort script's reply: verdict, state, then for a finish that made the
     parent runnable its node, and if the reporter claimed it, the context and the claim."""
+    verdict, state = Verdict(reply[0]), reply[1]
+    if state == "WAITING" and len(reply) > 3:  # a failed attempt that will be retried
+        return Outcome(verdict, state, retry_in=float(reply[3]))
     ready_on = (reply[2] or None) if len(reply) > 2 else None
     if len(reply) <= 3:
-        return Outcome(Verdict(reply[0]), reply[1], ready_on)
+        return Outcome(verdict, state, ready_on)
     try:
-        claimed = _claim(root, reply[4:8], decode_map(reply[3], "tree context"))
+        claimed = _claim(root, reply[4:4 + _CLAIM], decode_map(reply[3], "tree context"))
     except CorruptRecordError as exc:
-        return Outcome(Verdict(reply[0]), reply[1], None, None, (reply[4], str(exc)))
-    return Outcome(Verdict(reply[0]), reply[1], ready_on, claimed)
+        return Outcome(verdict, state, None, None, (reply[4], str(exc)))
+    return Outcome(verdict, state, ready_on, claimed)
 
 
 def safe_outcome(root: str, reply: Any) -> Outcome:

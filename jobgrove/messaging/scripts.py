@@ -26,6 +26,9 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "abort": ("job",),
     "reap": ("node", "summary", "spare", "epoch", "upto"),
     "fail": ("job", "summary"),
+    "graft": ("parent", "jobs", "limit"),
+    "rerun": (),
+    "progress": ("job", "token", "progress"),
 }
 
 

@@ -16,9 +16,14 @@ from typing import Any
 
 import redis
 
-from jobgrove.core.spec import JobSpec
+from jobgrove.core.spec import DEFAULT_RETRY_DELAY, MAX_JOBS, JobSpec
 from jobgrove.core.states import State
-from jobgrove.errors import CorruptRecordError, StoreUnavailableError, UnknownJobError
+from jobgrove.errors import (
+    CorruptRecordError,
+    RefusedError,
+    StoreUnavailableError,
+    UnknownJobError,
+)
 from jobgrove.messaging.reads import StoreReads
 from jobgrove.messaging.records import (
     Claim,
@@ -34,6 +39,21 @@ from jobgrove.messaging.records import (
 from jobgrove.messaging.redis_errors import refuses_service, translate_errors
 
 _CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant command
+
+
+def spec_json(job: JobSpec) -> str:
+    """A job as stored: what it runs, where, its children, and its attempts (only when
+    not the defaults, to keep big trees small)."""
+    spec: dict[str, Any] = {"id": job.id, "parent": job.parent, "node": job.node,
+                            "kind": job.kind, "title": job.title, "params": job.params,
+                            "children": list(job.children)}
+    if job.retries:
+        spec["retries"] = job.retries
+    if job.retry_delay != DEFAULT_RETRY_DELAY:
+        spec["retry_delay"] = job.retry_delay
+    if job.timeout is not None:
+        spec["timeout"] = job.timeout
+    return json.dumps(spec)
 
 
 class Store(StoreReads):
@@ -62,10 +82,7 @@ class Store(StoreReads):
         def tk(part: str) -> str:
             return k.tree_key(root, part)
 
-        hset_chunks(tk("spec"), ((j.id, json.dumps({
-            "id": j.id, "parent": j.parent, "node": j.node, "kind": j.kind,
-            "title": j.title, "params": j.params, "children": list(j.children)}))
-            for j in jobs))
+        hset_chunks(tk("spec"), ((j.id, spec_json(j)) for j in jobs))
         hset_chunks(tk("state"), ((j.id, State.NEW if j.children else State.WAITING) for j in jobs))
         hset_chunks(tk("node"), ((j.id, j.node) for j in jobs))
         hset_chunks(tk("parent"), ((j.id, j.parent) for j in jobs if j.parent))
@@ -199,6 +216,70 @@ class Store(StoreReads):
             self.keys, root, node=node, summary=summary, spare=spare,
             epoch="" if epoch is None else epoch, upto="" if upto is None else upto))
 
+    # -- trees that change ----------------------------------------------------------------
+    @translate_errors
+    def graft_target(self, job_id: str) -> tuple[str, str, int, int]:
+        """What validating a graft under ``job_id`` needs: (root, its node, its depth,
+        the tree's size)."""
+        root = self.resolve_root(job_id)
+        k = self.keys
+        node = self.client.hget(k.tree_key(root, "node"), job_id)
+        if node is None:
+            raise UnknownJobError(job_id)
+        depth, up = 1, self.client.hget(k.tree_key(root, "parent"), job_id)
+        while up is not None:
+            depth += 1
+            up = self.client.hget(k.tree_key(root, "parent"), up)
+        size = int(self.client.hget(k.tree_key(root, "meta"), "size") or 0)
+        return root, str(node), depth, size
+
+    @translate_errors
+    def graft(self, root: str, parent: str, jobs: list[JobSpec]) -> list[str]:
+        """Add validated subtrees under ``parent`` (one atomic step in the tree; the
+        cross-tree indexes first, idempotent). Returns the new subtree roots' ids;
+        RefusedError if the parent has started or finished, or the tree is aborting."""
+        k = self.keys
+        nodes = sorted({j.node for j in jobs})
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(k.roots, mapping={j.id: root for j in jobs})
+        for node in nodes:
+            pipe.sadd(k.node_trees(node), root)
+        pipe.execute()
+        payload = json.dumps([[j.id, j.parent, j.node, spec_json(j), len(j.children)]
+                              for j in jobs])
+        reply = self._scripts["graft"](k, root, parent=parent, jobs=payload, limit=MAX_JOBS)
+        if reply[0] != "ok":
+            self.client.hdel(k.roots, *(j.id for j in jobs))  # nothing was added
+            raise RefusedError(f"cannot graft under {parent}: {reply[1]}")
+        return [j.id for j in jobs if j.parent == parent]
+
+    @translate_errors
+    def rerun(self, job_id: str) -> tuple[str, int]:
+        """Run again what did not succeed in the done tree of ``job_id``. Returns (root,
+        the new run number); RefusedError while a job runs or if the tree succeeded."""
+        root = self.resolve_root(job_id)
+        k = self.keys
+        # The nodes forgot the tree when it was done: tell them it has work again
+        # (idempotent, before the script, so no node can miss it).
+        nodes = self.client.smembers(k.tree_key(root, "nodes"))
+        if nodes:
+            pipe = self.client.pipeline(transaction=False)
+            for node in nodes:
+                pipe.sadd(k.node_trees(node), root)
+            pipe.execute()
+        reply = self._scripts["rerun"](k, root)
+        if reply[0] != "ok":
+            raise RefusedError(f"cannot rerun tree {root}: {reply[1]}")
+        return root, int(reply[1])
+
+    @translate_errors
+    def set_progress(self, root: str, job_id: str, token: str, fraction: float,
+                     message: str | None) -> bool:
+        """Store a running job's progress (False: that run is over)."""
+        progress = json.dumps({"fraction": fraction, "message": message})
+        return bool(self._scripts["progress"](self.keys, root, job=job_id, token=token,
+                                              progress=progress))
+
     # -- what nodes recover and undo ----------------------------------------------------
     @translate_errors
     def reclaim(self, root: str, job_id: str, holder: Holder) -> Claim | None:
@@ -219,8 +300,14 @@ class Store(StoreReads):
             spec = load_json(raw_spec or "", f"spec of job {job_id}")
             if not isinstance(spec, dict) or not isinstance(spec.get("children", []), list):
                 raise CorruptRecordError(f"spec of job {job_id} is not a job spec")
+            grafted = self.client.hget(k.tree_key(root, "grafted"), job_id)
+            spec["children"] = [*spec.get("children", []),
+                                *load_json(grafted or "[]", f"grafted children of {job_id}")]
+            attempt = int(self.client.hget(k.tree_key(root, "attempt"), job_id) or 1)
+            run = int(self.client.hget(k.tree_key(root, "meta"), "run") or 1)
             return Claim(root, job_id, token, spec,
-                         self.results(root, spec.get("children", [])), self.context(root))
+                         self.results(root, spec.get("children", [])), self.context(root),
+                         attempt, run)
         except CorruptRecordError as exc:
             self.fail(root, job_id, f"corrupt record: {exc}")
             return None

@@ -7,15 +7,17 @@
 --                 this node means the process lost its name; nothing is claimed)
 -- A job is popped from the ready list once and moves only from WAITING, so it can
 -- never start twice. A job whose record cannot be read fails (corrupt) instead.
+-- Jobs whose retry delay is over are made ready first.
 -- Returns {'fenced'}, or {'ok'} then, if a job was claimed, the tree context (JSON)
 -- and per job: id, run token, spec JSON, children's results (JSON object of raw JSON
--- strings).
+-- strings), attempt.
 if not epoch_current(A.node, A.epoch) then return {'fenced'} end
 local ready = ready_key(A.node)
 if redis.call('HEXISTS', K.meta, 'abort_cause') == 1 then
   redis.call('DEL', ready)
   return {'ok'}
 end
+release_due(A.node)
 local ids = redis.call('LPOP', ready, tonumber(A.max))
 if not ids then return {'ok'} end
 local out = {'ok', ''}

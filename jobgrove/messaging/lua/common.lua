@@ -12,7 +12,8 @@ local function opt(v)
   return v
 end
 
-local function publish_status(id, state)
+-- `attempt`: only given when it changed (a retry); viewers keep the last one seen.
+local function publish_status(id, state, attempt)
   local msg = cjson.encode({
     type = 'status', tree = ROOT, job = id, state = state,
     node = opt(redis.call('HGET', K.node, id)),
@@ -20,6 +21,7 @@ local function publish_status(id, state)
     cause = opt(redis.call('HGET', K.cause, id)),
     started = opt(redis.call('HGET', K.started, id)),
     finished = opt(redis.call('HGET', K.finished, id)),
+    attempt = attempt,
   })
   redis.call('PUBLISH', TREE_CHANNEL, msg)
 end
@@ -84,6 +86,7 @@ local function abort_tree(cause)
   for _, n in ipairs(redis.call('SMEMBERS', K.nodes)) do
     redis.call('DEL', ready_key(n))
   end
+  redis.call('DEL', K.delayed)
   redis.call('PUBLISH', TREE_CHANNEL, cjson.encode({type = 'abort', tree = ROOT, cause = cause}))
   hint_nodes('abort', cause)
   check_done()
@@ -109,6 +112,14 @@ local function read_spec(id)
   if type(spec.children) ~= 'table' then
     return nil, 'spec of job ' .. id .. ' has no children list'
   end
+  local grafted = redis.call('HGET', K.grafted, id)
+  if grafted then
+    local ok_g, more = pcall(cjson.decode, grafted)
+    if not ok_g or type(more) ~= 'table' then
+      return nil, 'grafted children of job ' .. id .. ' are not a list'
+    end
+    for _, child in ipairs(more) do spec.children[#spec.children + 1] = child end
+  end
   for _, child in ipairs(spec.children) do
     if type(child) ~= 'string' then
       return nil, 'spec of job ' .. id .. ' lists a child that is not an id'
@@ -118,10 +129,10 @@ local function read_spec(id)
 end
 
 -- WAITING -> RUNNING for one job on `node`, claimed by process `instance`. Returns
--- {id, token, spec, children results}, or nil if its record could not be read (then
--- the job has failed as corrupt).
+-- {id, token, spec, children results, attempt, the tree's run, grafted children}, or
+-- nil if its record could not be read (then the job has failed as corrupt).
 local function claim_one(id, node, token, instance)
-  local spec, raw = read_spec(id)
+  local spec, raw = read_spec(id)  -- spec.children includes the grafted ones
   if not spec then
     fail_corrupt(id, raw)
     return nil
@@ -143,7 +154,42 @@ local function claim_one(id, node, token, instance)
       if raw[j] then results[child] = raw[j] end
     end
   end
-  return {id, token, raw, cjson.encode(results)}
+  return {id, token, raw, cjson.encode(results), redis.call('HGET', K.attempt, id) or '1',
+          redis.call('HGET', K.meta, 'run') or '1', redis.call('HGET', K.grafted, id) or '[]'}
+end
+
+-- A failed attempt of RUNNING job `id` (its spec decoded): if it has retries left, it
+-- waits out its delay (WAITING, in K.delayed) and true is returned with the seconds;
+-- otherwise false. An abort never retries: the caller checks that first.
+local function retry(id, spec, summary)
+  local attempt = tonumber(redis.call('HGET', K.attempt, id) or '1') or 1
+  local retries = tonumber(spec.retries) or 0
+  if attempt > retries then return false end
+  local delay = math.min((tonumber(spec.retry_delay) or 1) * 2 ^ (attempt - 1), 300)
+  redis.call('HSET', K.state, id, 'WAITING')
+  redis.call('HSET', K.attempt, id, attempt + 1)
+  redis.call('HSET', K.summary, id, 'attempt ' .. attempt .. ' failed: ' .. summary)
+  redis.call('HDEL', K.running, id)
+  redis.call('HDEL', K.owner, id)
+  redis.call('ZADD', K.delayed, tonumber(NOW) + delay, id)
+  publish_status(id, 'WAITING', attempt + 1)
+  return true, delay
+end
+
+-- Jobs whose retry delay is over go back to their node's ready list (with a hint for
+-- the other nodes; `node` is about to claim anyway).
+local function release_due(node)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', NOW)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', K.delayed, id)
+    local n = redis.call('HGET', K.node, id)
+    if n and redis.call('HGET', K.state, id) == 'WAITING' then
+      redis.call('RPUSH', ready_key(n), id)
+      if n ~= node then
+        redis.call('PUBLISH', node_channel(n), cjson.encode({t = 'ready', root = ROOT}))
+      end
+    end
+  end
 end
 
 -- Fencing: claims and outcomes carry the lease epoch of the process making them; a

@@ -10,6 +10,8 @@
 --   A.reporter     the node recording it
 --   A.claim_token  run token to claim the parent with, if it becomes runnable on the
 --                  reporter ('' never claims here)
+-- A failure with retries left is a failed attempt: the job waits out its retry delay
+-- (WAITING) and the tree goes on; the reply is then {'ok', 'WAITING', '', seconds}.
 -- A stale token or a job no longer RUNNING changes nothing (a fenced-off late result);
 -- a report from a process that lost its node name is refused ('fenced'). A job flagged
 -- for abort ends ABORTED whatever it reports. Everything read is checked before the
@@ -40,6 +42,11 @@ if abort_cause then
   return {'ok', 'ABORTED'}
 end
 if A.outcome ~= 'SUCCESS' then
+  local spec = read_spec(id)
+  if spec then
+    local retried, delay = retry(id, spec, A.summary)
+    if retried then return {'ok', 'WAITING', '', tostring(delay)} end
+  end
   finish_job(id, 'FAILED', nil)
   abort_tree(id)
   return {'ok', 'FAILED'}
