@@ -129,7 +129,7 @@ class Endpoint:
                         "(pass --secret-file to serve other hosts)", self.port, host)
             host = "127.0.0.1"
         self.server = WsServer(host, self.port, self, limits=self.limits,
-                               name=f"jg-http-{self.node_name}")
+                               name=f"jg-http-{self.node_name}", reserved=("/health",))
         self._spool = tempfile.mkdtemp(prefix=f"jobgrove-relay-{self.node_name}-")
         self._lookups = Lookups(self.store, self._tell, self._set_redis_ok,
                                 name=f"jg-lookups-{self.node_name}")
