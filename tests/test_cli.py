@@ -111,6 +111,19 @@ def test_abort_cli(node_n1: Any, redis_url: str) -> None:
     ({}, "empty tree"),
     ([], "must be an object"),
     ({"kind": "noop", "node": "ghost"}, "unknown node(s): ghost"),
+    ({"kind": "sleep", "node": "n1", "params": {"seconds": 1e10}},
+     "root.params.seconds: must be from 0 to 2678400 seconds (31 days), got 10000000000.0"),
+    ({"kind": "shell", "node": "n1", "params": {"command": ["echo", "a\x00b"]}},
+     "root.params.command[1]: must not contain a NUL byte"),
+    ({"kind": "shell", "node": "n1", "params": {"command": "echo \x00"}},
+     "root.params.command: must not contain a NUL byte"),
+    ({"kind": "noop", "node": "n1", "children": [
+        {"kind": "shell", "params": {"command": ["env"], "env": {"A\x00": "b"}}}]},
+     "root.children[0].params.env['A\\x00']: must not contain a NUL byte"),
+    ({"kind": "shell", "node": "n1", "params": {"command": ["env"], "env": {"A": "b\x00"}}},
+     "root.params.env.A: must not contain a NUL byte"),
+    ({"kind": "shell", "node": "n1", "params": {"command": ["pwd"], "cwd": "/tmp\x00"}},
+     "root.params.cwd: must be a directory's path"),
 ])
 def test_bad_specs_exit_2_and_write_nothing(node_n1: Any, redis_url: str, tmp_path: Path,
                                             spec: Any, needle: str) -> None:
@@ -119,6 +132,7 @@ def test_bad_specs_exit_2_and_write_nothing(node_n1: Any, redis_url: str, tmp_pa
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     assert keys(redis_url) == before
 
 
