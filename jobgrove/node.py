@@ -112,6 +112,8 @@ class Node:
                 Path(self.log_dir).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"log dir {self.log_dir}: {exc.strerror or exc}") from exc
+            if not os.access(self.log_dir, os.W_OK | os.X_OK):  # else every job would fail
+                raise ConfigError(f"log dir {self.log_dir}: not writable by this user")
             if config.listen is not None:
                 self._start_endpoint(config.listen)
             record = self.record()
