@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobgrove.core.spec import Param
-from jobgrove.errors import JobAbortedError, JobFailedError
+from jobgrove.errors import JobAbortedError, JobFailedError, LogWriteError
 from jobgrove.jobs.api import Job, JobContext, job_kind
 
 #: Seconds a shell job's process group gets between SIGTERM and SIGKILL.
@@ -195,6 +195,10 @@ class Shell(Job):
             reader.join(timeout=2.0)
         if outcome == "aborted":
             raise JobAbortedError(f"aborted (exit code {proc.returncode})")
+        if ctx.log.failure is not None:
+            ended = (f"timed out after {ctx.params['timeout']:g}s" if outcome == "timeout"
+                     else f"exited with code {proc.returncode}")
+            raise JobFailedError(f"{ctx.log.failure} (the command {ended})")
         if outcome == "timeout":
             raise JobFailedError(f"timed out after {ctx.params['timeout']:g}s")
         if proc.returncode != 0:
@@ -203,10 +207,15 @@ class Shell(Job):
 
     @staticmethod
     def _pump(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:
+        """Copy the command's output to the log. Once the log cannot be written the
+        output is still read to the end, and dropped: a pump that stopped would leave
+        the command blocked on a full pipe or killed by SIGPIPE, hiding the reason."""
         assert proc.stdout is not None
         with proc.stdout:
             for raw in proc.stdout:
-                ctx.log.write(raw.decode("utf-8", "replace").rstrip("\n"))
+                if ctx.log.failure is None:
+                    with contextlib.suppress(LogWriteError):
+                        ctx.log.write(raw.decode("utf-8", "replace").rstrip("\n"))
 
     @staticmethod
     def _reap_group(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:
