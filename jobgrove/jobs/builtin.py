@@ -15,6 +15,7 @@ from typing import Any
 from jobgrove.core.spec import Param
 from jobgrove.errors import JobAbortedError, JobFailedError, LogWriteError
 from jobgrove.jobs.api import Job, JobContext, job_kind
+from jobgrove.jobs.reaper import reap_group
 
 #: Seconds a shell job's process group gets between SIGTERM and SIGKILL.
 SHELL_GRACE = 5.0
@@ -220,21 +221,27 @@ class Shell(Job):
     @staticmethod
     def _reap_group(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:
         """The shell exited: whatever it left running in its process group (``cmd &``)
-        belongs to the job and ends with it — SIGTERM, then SIGKILL after a second."""
+        belongs to the job and ends with it — SIGTERM, then SIGKILL after a second.
+        Its orphans are this process's children (``reaper``): those that already
+        exited are reaped here, or their zombies would keep the group alive."""
+        pgid = proc.pid
+        reap_group(pgid)
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(pgid, signal.SIGTERM)
         except ProcessLookupError:
             return  # nothing left
         ctx.log.note("stopping processes the command left running in the background")
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
+            reap_group(pgid)
             try:
-                os.killpg(proc.pid, 0)
+                os.killpg(pgid, 0)
             except ProcessLookupError:
                 return
-            time.sleep(0.02)
+            time.sleep(0.01)
+        # (What SIGKILL leaves, the reaper's sweeper collects.)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
 
     @staticmethod
     def _stop(proc: subprocess.Popen[bytes], grace: float, ctx: JobContext) -> None:
