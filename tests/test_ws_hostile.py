@@ -73,27 +73,58 @@ def test_slowloris_leaves_health_answerable_and_jobs_running(
 
 
 def test_per_address_cap(cluster: Cluster) -> None:
-    ep = cluster.add("a", limits=Limits(max_per_address=4))
+    ep = cluster.add("a", limits=Limits(max_per_address=4, overflow_timeout=0.5))
     assert ep is not None and ep.server is not None
+    server = ep.server
     host, port = ep.address.rsplit(":", 1)
-    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(4)]
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(5)]
     try:
-        wait_for(lambda: ep.server is not None and ep.server._pending.get("127.0.0.1") == 4,
-                 what="4 connections still sending their head")
-        request = b"GET /api/trees HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        status, body = status_and_body(raw(ep.address, request))
+        wait_for(lambda: server._pending.get("127.0.0.1") == 4 and len(server.desk) == 1,
+                 what="4 connections still sending their head, the 5th without a slot")
+        # The 5th is refused once its time to send a head is over.
+        answer = b""
+        while chunk := idle[4].recv(65536):
+            answer += chunk
+        status, body = status_and_body(answer)
         assert status == 503 and body["type"] == "error" and body["code"] == "unavailable"
-        assert "too many connections from 127.0.0.1" in str(body["message"])
-        assert "limit 4" in str(body["message"])
-        # /health is still answered to that address; other addresses are served.
+        assert body["message"] == ("too many connections from 127.0.0.1 still sending "
+                                   "their request (limit 4)")
+        # Complete requests from that address are still served: the cap only stops it
+        # holding slots with heads it does not finish.
+        request = b"GET /api/trees HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        assert status_and_body(raw(ep.address, request))[0] == 200
         assert get_health(ep.address, timeout=2)[0] == 200
-        assert status_and_body(raw(ep.address, request, source="127.0.0.2"))[0] == 200
+        # Another address gets a slot of its own.
+        with socket.create_connection((host, int(port)), timeout=5,
+                                      source_address=("127.0.0.2", 0)):
+            wait_for(lambda: server._pending.get("127.0.0.2") == 1,
+                     what="a slot for 127.0.0.2")
     finally:
         for sock in idle:
             sock.close()
-    wait_for(lambda: ep.server is not None and not ep.server._pending,
-             what="the idle connections to be gone")
-    assert status_and_body(raw(ep.address, request))[0] == 200
+    wait_for(lambda: not server._pending, what="the idle connections to be gone")
+
+
+def test_a_burst_of_complete_requests_from_one_address_is_served(cluster: Cluster) -> None:
+    ep = cluster.add("a", limits=Limits(max_per_address=2))
+    assert ep is not None and ep.server is not None
+    server = ep.server
+    host, port = ep.address.rsplit(":", 1)
+    socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(20)]
+    try:
+        wait_for(lambda: len(server.desk) == 18, what="18 connections over the cap")
+        for sock in socks:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                         if sock is socks[0] else
+                         b"GET /api/trees HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for sock in socks:
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert status_and_body(answer)[0] == 200, answer[:200]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_health_answered_when_the_table_is_full(cluster: Cluster) -> None:

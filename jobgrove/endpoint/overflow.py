@@ -3,9 +3,12 @@
 When every connection slot is taken, or the client's address already has
 ``max_per_address`` connections still sending their request, the accept thread keeps
 the new connection on its *desk*: it reads the request head without blocking, between
-accepts, for at most ``overflow_timeout``. A request for a reserved path (the node's
-``/health``) then goes to the *reserve*: one thread that answers only those paths, so
-a full connection table never hides the node's health. Anything else gets ``503``.
+accepts, for at most ``overflow_timeout``. Once the head is complete, a request for a
+reserved path (the node's ``/health``) goes to the *reserve*: one thread that answers
+only those paths, so a full connection table never hides the node's health. Any
+other request gets a connection thread if the table has room by then (a client that
+was only over its address's cap, in a burst of connections, is served as usual), else
+``503``; a connection whose head does not arrive in time gets ``503`` too.
 
 Why a desk and a reserve rather than a reserved slot: a slot is a thread that reads a
 request head, and a slowloris holds a thread by never finishing its head, so any
@@ -51,9 +54,15 @@ class _Waiting:
     sock: socket.socket
     peer: str
     refusal: str  # why it has no slot: the message of its 503
+    accepted: float
     deadline: float
     buf: bytes = b""
     answered: bool = False
+
+
+#: The server's ``hand_over(sock, peer, head, accepted)``: serve a connection whose
+#: request head is complete on a thread of its own, if the table has room (False if not).
+HandOver = Callable[[socket.socket, str, bytes, float], bool]
 
 
 class Desk:
@@ -62,11 +71,12 @@ class Desk:
 
     def __init__(self, selector: selectors.BaseSelector, limits: Limits,
                  reserved: tuple[str, ...], respond: Callable[[Request], Response],
-                 name: str) -> None:
+                 hand_over: HandOver, name: str) -> None:
         self._sel = selector
         self._limits = limits
         self._reserved = reserved
         self._respond = respond
+        self._hand_over = hand_over
         self._timeout = min(limits.overflow_timeout, limits.header_timeout)
         self._waiting: dict[socket.socket, _Waiting] = {}  # oldest first
         self._queue: queue.Queue[tuple[socket.socket, Request] | None] = queue.Queue(
@@ -96,7 +106,8 @@ class Desk:
         if len(self._waiting) >= MAX_WAITING:
             self._close(next(iter(self._waiting.values())))
         sock.setblocking(False)
-        entry = _Waiting(sock, peer, refusal, time.monotonic() + self._timeout)
+        now = time.monotonic()
+        entry = _Waiting(sock, peer, refusal, now, now + self._timeout)
         self._waiting[sock] = entry
         self._sel.register(sock, selectors.EVENT_READ, entry)
         self.readable(entry)  # the request is often there already
@@ -128,11 +139,22 @@ class Desk:
                 self._queue.put_nowait((entry.sock, request))
                 return
             entry.refusal = f"too many connections, and too many waiting for {request.path}"
+        else:
+            self._forget(entry)
+            entry.sock.setblocking(True)
+            if self._hand_over(entry.sock, entry.peer, entry.buf, entry.accepted):
+                return
+            entry.sock.setblocking(False)
+            self._waiting[entry.sock] = entry
+            self._sel.register(entry.sock, selectors.EVENT_READ, entry)
         self._answer(entry, error_response(503, "unavailable", entry.refusal))
 
     def expire(self, now: float) -> None:
         for entry in [e for e in self._waiting.values() if e.deadline <= now]:
-            self._close(entry)  # (an unanswered one sent no complete head in time)
+            if entry.answered:
+                self._close(entry)
+            else:  # no complete request head in time
+                self._answer(entry, error_response(503, "unavailable", entry.refusal))
 
     # -- helpers ------------------------------------------------------------------------------
     def _answer(self, entry: _Waiting, response: Response) -> None:

@@ -6,8 +6,9 @@ and, for a websocket, becomes that connection's only writer), plus simple-websoc
 reader thread per websocket, plus the reserve thread (``overflow``). So at most
 ``2 + 2 * max_connections`` threads. A connection over the caps (every slot taken, or
 its address has ``max_per_address`` connections still sending their request) has no
-thread: the accept thread reads its request without blocking and answers it with
-``503``, except ``/health``, which the reserve answers.
+thread while it sends its request: the accept thread reads the head without blocking,
+then hands ``/health`` to the reserve, and anything else to a thread of its own if
+the table has room by then, else answers ``503`` (see ``overflow``).
 
 Every phase has a total deadline counted from the accept: the request head
 (``header_timeout``), the websocket handshake (``handshake_timeout``), and over the
@@ -73,7 +74,8 @@ class WsServer:
         self._ids = itertools.count(1)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listen, selectors.EVENT_READ, None)
-        self.desk = Desk(self._selector, self.limits, reserved, self._respond, name)
+        self.desk = Desk(self._selector, self.limits, reserved, self._respond,
+                         self._hand_over, name)
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
                                                name=f"{name}-accept")
         self._accept_errors = 0
@@ -147,11 +149,7 @@ class WsServer:
                            f"(limit {limits.max_per_address})")
             else:
                 refusal = ""
-                cid = next(self._ids)
-                thread = threading.Thread(
-                    target=self._handle, args=(sock, host, peer, cid, accepted),
-                    daemon=True, name=f"{self.name}-{cid}")
-                self._threads.add(thread)
+                thread = self._thread_for(sock, host, peer, accepted, b"")
                 self._pending[host] = self._pending.get(host, 0) + 1
         if refusal:
             self.refused += 1
@@ -159,13 +157,35 @@ class WsServer:
         else:
             thread.start()
 
+    def _hand_over(self, sock: socket.socket, peer: str, head: bytes, accepted: float) -> bool:
+        """A connection from the desk whose request head is complete: served on a
+        thread of its own if the table has room now (it no longer counts as pending)."""
+        with self._lock:
+            if len(self._threads) >= self.limits.max_connections:
+                return False
+            thread = self._thread_for(sock, None, peer, accepted, head)
+        thread.start()
+        return True
+
+    def _thread_for(self, sock: socket.socket, host: str | None, peer: str, accepted: float,
+                    head: bytes) -> threading.Thread:
+        """(Under the lock.)"""
+        cid = next(self._ids)
+        thread = threading.Thread(target=self._handle,
+                                  args=(sock, host, peer, cid, accepted, head),
+                                  daemon=True, name=f"{self.name}-{cid}")
+        self._threads.add(thread)
+        return thread
+
     def _respond(self, request: Request) -> Response:
         """The answer to a request that needs no connection of its own (the reserve's)."""
         return self.handler.check(request, False) or self.handler.http(request)
 
     # -- one connection's thread ----------------------------------------------------------------
-    def _handle(self, sock: socket.socket, host: str, peer: str, cid: int,
-                accepted: float) -> None:
+    def _handle(self, sock: socket.socket, host: str | None, peer: str, cid: int,
+                accepted: float, head: bytes) -> None:
+        """``host``: the address whose pending count this connection holds until its
+        head is complete (None: not counted); ``head``: what was read of it already."""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.limits.send_buffer:
@@ -173,9 +193,10 @@ class WsServer:
             try:
                 try:
                     request, leftover = self._read_request(
-                        sock, peer, accepted + self.limits.header_timeout)
+                        sock, peer, accepted + self.limits.header_timeout, head)
                 finally:
-                    self._head_done(host)
+                    if host is not None:
+                        self._head_done(host)
                 sock.settimeout(self.limits.send_timeout)
                 upgrade = request.path == self.ws_path
                 refusal = self.handler.check(request, upgrade)
@@ -214,11 +235,10 @@ class WsServer:
             else:
                 self._pending.pop(host, None)
 
-    def _read_request(self, sock: socket.socket, peer: str,
-                      deadline: float) -> tuple[Request, bytes]:
+    def _read_request(self, sock: socket.socket, peer: str, deadline: float,
+                      buf: bytes) -> tuple[Request, bytes]:
         """The request head, which must be complete by ``deadline`` (a total: a client
         trickling one header line at a time gets no more time than a silent one)."""
-        buf = b""
         limit = self.limits.max_request_bytes
         while b"\r\n\r\n" not in buf:
             if len(buf) > limit:
