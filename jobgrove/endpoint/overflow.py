@@ -144,6 +144,7 @@ class Desk:
             entry.sock.setblocking(True)
             if self._hand_over(entry.sock, entry.peer, entry.buf, entry.accepted):
                 return
+            entry.refusal = f"too many connections (limit {self._limits.max_connections})"
             entry.sock.setblocking(False)
             self._waiting[entry.sock] = entry
             self._sel.register(entry.sock, selectors.EVENT_READ, entry)
