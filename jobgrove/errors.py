@@ -72,5 +72,10 @@ class JobFailedError(JobgroveError):
     """Raised by job code to fail with a clean one-line summary (no traceback in the log)."""
 
 
+class LogWriteError(JobFailedError):
+    """A job's log cannot be written (a full disk, ...). Raised by ``ctx.log`` writes;
+    the job ends FAILED with this reason even if its code catches it."""
+
+
 class WaitTimeoutError(JobgroveError, TimeoutError):
     """``Client.wait`` gave up before the tree finished."""

@@ -28,6 +28,7 @@ from jobgrove.core.spec import MAX_NAME
 from jobgrove.endpoint.app import Endpoint
 from jobgrove.endpoint.auth import load_secret
 from jobgrove.errors import ConfigError, JobgroveError, StoreUnavailableError
+from jobgrove.jobs import reaper
 from jobgrove.jobs.api import kind_class, kind_names
 from jobgrove.jobs.builtin import SHELL_GRACE
 from jobgrove.jobs.log import GrowthListener
@@ -109,6 +110,9 @@ class Node:
                 Path(self.log_dir).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"log dir {self.log_dir}: {exc.strerror or exc}") from exc
+            if not os.access(self.log_dir, os.W_OK | os.X_OK):  # else every job would fail
+                raise ConfigError(f"log dir {self.log_dir}: not writable by this user")
+            reaper.adopt_orphans()  # what jobs leave behind comes back to this process
             if config.listen is not None:
                 self._start_endpoint(config.listen)
             record = self.record()

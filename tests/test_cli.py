@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +17,16 @@ from tests.helpers import free_port
 
 
 def run(*args: str, redis: str | None = None, stdin: str | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ}
     env.pop("JOBGROVE_REDIS_URL", None)
     if redis is not None:
         env["JOBGROVE_REDIS_URL"] = redis
+    if cwd is not None:  # (jobgrove itself must stay importable from elsewhere)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
+                                                          env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "jobgrove", *args], input=stdin,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def keys(redis_url: str) -> list[str]:
@@ -111,6 +115,19 @@ def test_abort_cli(node_n1: Any, redis_url: str) -> None:
     ({}, "empty tree"),
     ([], "must be an object"),
     ({"kind": "noop", "node": "ghost"}, "unknown node(s): ghost"),
+    ({"kind": "sleep", "node": "n1", "params": {"seconds": 1e10}},
+     "root.params.seconds: must be from 0 to 2678400 seconds (31 days), got 10000000000.0"),
+    ({"kind": "shell", "node": "n1", "params": {"command": ["echo", "a\x00b"]}},
+     "root.params.command[1]: must not contain a NUL byte"),
+    ({"kind": "shell", "node": "n1", "params": {"command": "echo \x00"}},
+     "root.params.command: must not contain a NUL byte"),
+    ({"kind": "noop", "node": "n1", "children": [
+        {"kind": "shell", "params": {"command": ["env"], "env": {"A\x00": "b"}}}]},
+     "root.children[0].params.env['A\\x00']: must not contain a NUL byte"),
+    ({"kind": "shell", "node": "n1", "params": {"command": ["env"], "env": {"A": "b\x00"}}},
+     "root.params.env.A: must not contain a NUL byte"),
+    ({"kind": "shell", "node": "n1", "params": {"command": ["pwd"], "cwd": "/tmp\x00"}},
+     "root.params.cwd: must be a directory's path"),
 ])
 def test_bad_specs_exit_2_and_write_nothing(node_n1: Any, redis_url: str, tmp_path: Path,
                                             spec: Any, needle: str) -> None:
@@ -119,6 +136,7 @@ def test_bad_specs_exit_2_and_write_nothing(node_n1: Any, redis_url: str, tmp_pa
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     assert keys(redis_url) == before
 
 
@@ -159,6 +177,43 @@ def test_redis_unavailable_exits_3(tmp_path: Path) -> None:
         assert result.returncode == 3, (args, result.stderr)
         assert "Redis unavailable" in result.stderr and dead in result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("case", "needle"), [
+    ("log dir under a file", "log dir {tmp}/file/logs: Not a directory"),
+    # (sysfs refuses new directories even to root; the reason given varies by system.)
+    ("log dir the system refuses", "log dir /sys/jobgrove-logs: "),
+    pytest.param("log dir not writable", "log dir {tmp}/locked: not writable by this user",
+                 marks=pytest.mark.skipif(os.geteuid() == 0,
+                                          reason="root writes anywhere")),
+    ("listen port in use", "cannot listen on 127.0.0.1:{port}: Address already in use "
+     "(another process listens there); choose another port with --listen HOST:PORT"),
+    ("import missing", "--import no_such_module_zz: ModuleNotFoundError"),
+    ("import raising", "--import badkinds: RuntimeError: cannot load the kinds"),
+])
+def test_node_reports_unusable_options_in_one_line(redis_url: str, tmp_path: Path,
+                                                   case: str, needle: str) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "locked").mkdir(mode=0o500)
+    (tmp_path / "badkinds.py").write_text("raise RuntimeError('cannot load the kinds')\n")
+    args = ["node", "--name", "n9", "--log-dir", str(tmp_path / "logs"),
+            "--listen", "127.0.0.1:0"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args += {"log dir under a file": ["--log-dir", f"{tmp_path}/file/logs"],
+                 "log dir the system refuses": ["--log-dir", "/sys/jobgrove-logs"],
+                 "log dir not writable": ["--log-dir", f"{tmp_path}/locked"],
+                 "listen port in use": ["--listen", f"127.0.0.1:{port}"],
+                 "import missing": ["--import", "no_such_module_zz"],
+                 "import raising": ["--import", "badkinds"]}[case]
+        result = run(*args, redis=redis_url, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.startswith("jobgrove node: error: "), result.stderr
+    assert needle.format(tmp=tmp_path, port=port) in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert keys(redis_url) == []  # refused before registering
 
 
 def test_redis_flag_beats_environment(node_n1: Any, redis_url: str) -> None:

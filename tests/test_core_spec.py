@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from jobgrove.core import spec as spec_module
-from jobgrove.core.spec import MAX_DEPTH, MAX_JOBS, MAX_NAME, JobSpec, KindInfo, parse_spec
+from jobgrove.core.spec import (
+    MAX_DEPTH,
+    MAX_JOBS,
+    MAX_NAME,
+    JobSpec,
+    KindInfo,
+    Param,
+    parse_spec,
+)
 from jobgrove.errors import SpecError
 from jobgrove.jobs.api import kind_infos
 
@@ -85,7 +93,7 @@ INVALID = [
     pytest.param(["children", 0, "params", "seconds"], True,
                  "root.children[0].params.seconds", ["bool"], id="sleep-seconds-bool"),
     pytest.param(["children", 0, "params", "seconds"], -1,
-                 "root.children[0].params.seconds", [">= 0"], id="sleep-seconds-negative"),
+                 "root.children[0].params.seconds", ["from 0"], id="sleep-seconds-negative"),
     pytest.param(["children", 0, "params", "seconds"], float("nan"),
                  "root.children[0].params.seconds", ["finite"], id="sleep-seconds-nan"),
     pytest.param(["children", 0, "params", "seconds"], float("inf"),
@@ -105,22 +113,22 @@ INVALID = [
     pytest.param(["children", 1, "params", "command"], "  ",
                  "root.children[1].params.command", ["empty"], id="shell-command-blank"),
     pytest.param(["children", 1, "params", "command"], ["ls", 3],
-                 "root.children[1].params.command", ["list of strings"],
+                 "root.children[1].params.command[1]", ["must be a string, got int"],
                  id="shell-command-non-string-part"),
-    pytest.param(["children", 1, "params", "env"], {"A": 1}, "root.children[1].params.env",
-                 ["strings"], id="shell-env-non-string"),
+    pytest.param(["children", 1, "params", "env"], {"A": 1}, "root.children[1].params.env.A",
+                 ["string"], id="shell-env-non-string"),
     pytest.param(["children", 1, "params", "env"], "A=1", "root.children[1].params.env",
                  ["object"], id="shell-env-not-object"),
     pytest.param(["children", 1, "params", "cwd"], 3, "root.children[1].params.cwd",
                  ["string"], id="shell-cwd-int"),
     pytest.param(["children", 1, "params", "timeout"], 0, "root.children[1].params.timeout",
-                 ["> 0"], id="shell-timeout-zero"),
+                 ["more than 0"], id="shell-timeout-zero"),
     pytest.param(["children", 1, "params", "timeout"], False,
                  "root.children[1].params.timeout", ["bool"], id="shell-timeout-bool"),
     pytest.param(["children", 1, "params", "grace"], True, "root.children[1].params.grace",
                  ["bool"], id="shell-grace-bool"),
     pytest.param(["children", 1, "params", "grace"], -0.5, "root.children[1].params.grace",
-                 [">= 0"], id="shell-grace-negative"),
+                 ["from 0"], id="shell-grace-negative"),
     pytest.param(["children", 0, "tags"], {"workspace": "w"}, "root.children[0].tags",
                  ["root only"], id="tags-on-child"),
     pytest.param(["children", 1, "children", 0, "tags"], {},
@@ -335,3 +343,74 @@ def test_unknown_params_of_unverifiable_kind_pass(kinds: dict[str, KindInfo]) ->
     assert jobs[0].params == {"any": [1]}
     err = rejected({"kind": "remote", "node": "n", "params": 3}, known)
     assert err.path == "root.params"
+
+
+def test_a_kinds_own_check_names_the_field(kinds: dict[str, KindInfo]) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def check(params: dict[str, Any]) -> tuple[str, str] | None:
+        seen.append(params)
+        if params.get("n") == 1:
+            return "deep.er[2]", "not one"
+        if params.get("n") == 2:
+            return "", "not two"
+        if params.get("n") == 3:
+            raise KeyError("x")
+        return None
+
+    known = {**kinds, "mine": KindInfo("mine", None, check)}
+    spec = {"kind": "noop", "node": "n", "children": [{"kind": "mine", "params": {"n": 1}}]}
+    err = rejected(spec, known)
+    assert (err.path, err.message) == ("root.children[0].params.deep.er[2]", "not one")
+    assert rejected({"kind": "mine", "node": "n", "params": {"n": 2}}, known).path \
+        == "root.params"
+    err = rejected({"kind": "mine", "node": "n", "params": {"n": 3}}, known)
+    assert err.path == "root.params" and "could not check its params (KeyError" in err.message
+    parse_spec({"kind": "mine", "node": "n", "params": {"n": 4}}, known)
+    # The declared params are checked first: the kind's check sees well-typed values.
+    typed = {**kinds, "typed": KindInfo("typed", (Param("n", (int,)),), check)}
+    seen.clear()
+    assert rejected({"kind": "typed", "node": "n", "params": {"n": "1"}}, typed).path \
+        == "root.params.n"
+    assert seen == []
+
+
+@pytest.mark.parametrize(("kind", "params", "path", "needle"), [
+    ("sleep", {"seconds": 1e10}, "seconds", "from 0 to 2678400 seconds (31 days), got 1"),
+    ("sleep", {"seconds": 10**400}, "seconds", "31 days"),
+    ("sleep", {"seconds": -1}, "seconds", "from 0 to"),
+    ("shell", {"command": ["echo", "a\x00b"]}, "command[1]", "NUL byte"),
+    ("shell", {"command": "echo a\x00b"}, "command", "NUL byte"),
+    ("shell", {"command": ["echo", 3]}, "command[1]", "must be a string, got int"),
+    ("shell", {"command": [""]}, "command[0]", "must not be empty"),
+    ("shell", {"command": []}, "command", "must not be empty"),
+    ("shell", {"command": "  "}, "command", "must not be empty"),
+    ("shell", {"command": "x" * 200_000}, "command", "longer than 131071 bytes"),
+    ("shell", {"command": ["echo"], "env": {"K": "v\x00"}}, "env.K", "NUL byte"),
+    ("shell", {"command": ["echo"], "env": {"K\x00": "v"}}, "env['K\\x00']", "NUL byte"),
+    ("shell", {"command": ["echo"], "env": {"A=B": "v"}}, "env['A=B']", "'='"),
+    ("shell", {"command": ["echo"], "env": {"": "v"}}, "env['']", "needs a name"),
+    ("shell", {"command": ["echo"], "env": {"K": 1}}, "env.K", "must be a string, got int"),
+    ("shell", {"command": ["echo"], "cwd": "/tmp\x00"}, "cwd", "no NUL byte"),
+    ("shell", {"command": ["echo"], "cwd": ""}, "cwd", "not empty"),
+    ("shell", {"command": ["echo"], "timeout": 0}, "timeout", "more than 0"),
+    ("shell", {"command": ["echo"], "timeout": 1e10}, "timeout", "31 days"),
+    ("shell", {"command": ["echo"], "grace": 1e300}, "grace", "31 days"),
+    ("shell", {"command": ["x" * 100_000] * 11}, "", "more than 1048576"),
+])
+def test_builtin_kinds_refuse_what_cannot_run(kinds: dict[str, KindInfo], kind: str,
+                                              params: dict[str, Any], path: str,
+                                              needle: str) -> None:
+    spec = {"kind": "noop", "node": "n", "children": [{"kind": kind, "params": params}]}
+    err = rejected(spec, kinds)
+    assert err.path == "root.children[0].params" + (f".{path}" if path[:1].isalpha()
+                                                     else path), err
+    assert needle in err.message, err.message
+    assert "\n" not in str(err) and "\x00" not in str(err)
+
+
+def test_builtin_limits_inclusive(kinds: dict[str, KindInfo]) -> None:
+    parse_spec({"kind": "sleep", "node": "n", "params": {"seconds": 31 * 24 * 3600}}, kinds)
+    parse_spec({"kind": "shell", "node": "n", "params": {
+        "command": ["x" * 131_071], "env": {"A_1": "é"}, "cwd": "/", "timeout": 0.1,
+        "grace": 0}}, kinds)

@@ -72,3 +72,24 @@ def test_unknown_node_writes_nothing(backend: Any) -> None:
     assert client.store.client.dbsize() == before
     root = client.submit({"kind": "noop", "node": "ghost"}, allow_unknown_node=True)
     assert client.status(root)["state"] == "WAITING"
+
+
+@pytest.mark.parametrize(("params", "path"), [
+    ({"kind": "sleep", "params": {"seconds": 1e10}}, "root.children[0].params.seconds"),
+    ({"kind": "shell", "params": {"command": ["echo", "a\x00"]}},
+     "root.children[0].params.command[1]"),
+    ({"kind": "shell", "params": {"command": "echo \x00"}}, "root.children[0].params.command"),
+    ({"kind": "shell", "params": {"command": ["env"], "env": {"K": "\x00"}}},
+     "root.children[0].params.env.K"),
+    ({"kind": "shell", "params": {"command": ["pwd"], "cwd": "/\x00"}},
+     "root.children[0].params.cwd"),
+], ids=["sleep-1e10", "nul-argv", "nul-command", "nul-env", "nul-cwd"])
+def test_params_that_cannot_run_are_refused_at_submit(backend: Any, params: Any,
+                                                      path: str) -> None:
+    client = Client(backend)
+    before = client.store.client.dbsize()
+    with pytest.raises(SpecError) as info:
+        client.submit({"kind": "noop", "node": "n1", "children": [params]},
+                      allow_unknown_node=True)
+    assert info.value.path == path
+    assert client.store.client.dbsize() == before

@@ -133,3 +133,43 @@ def test_static_pages_and_api(cluster: Cluster) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(base + "/api/trees?limit=abc", timeout=5)
     assert info.value.code == 400
+
+
+@pytest.mark.parametrize("query, needle", [
+    ("limit=-1", "limit must be an integer from 1 to 10000, got '-1'"),
+    ("limit=0", "limit must be an integer from 1 to 10000"),
+    ("limit=999999999", "limit must be an integer from 1 to 10000, got '999999999'"),
+    ("limit=abc", "limit must be an integer from 1 to 10000, got 'abc'"),
+    ("limit=", "limit must be an integer"),
+    ("limit=%C2%B2", "limit must be an integer"),
+    ("colour=red", "unknown query parameter 'colour' (allowed: workspace, application"),
+    ("workspace=a%00b", "workspace must be 1 to 200 printable characters"),
+    ("version=" + "v" * 201, "version must be 1 to 200 printable characters"),
+    ("cursor=garbage", "invalid cursor 'garbage'"),
+    (f"cursor=1.5:{UUID[:-1]}", "invalid cursor"),
+    (f"cursor=nan:{UUID}", "invalid cursor"),
+])
+def test_api_trees_rejects_bad_query_parameters(cluster: Cluster, query: str,
+                                                needle: str) -> None:
+    a = cluster.add("a")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://{a.address}/api/trees?{query}", timeout=5)
+    assert info.value.code == 400
+    body = json.load(info.value)
+    assert body["type"] == "error" and body["code"] == "bad_request"
+    assert needle in body["message"], body["message"]
+
+
+def test_api_trees_accepts_the_viewers_queries(cluster: Cluster) -> None:
+    a = cluster.add("a")
+    for i in range(3):
+        cluster.client.submit({"kind": "noop", "node": "a", "tags": {"workspace": "w"},
+                               "title": f"t{i}"})
+    base = f"http://{a.address}/api/trees"
+    with urllib.request.urlopen(f"{base}?workspace=w&application=&limit=2",
+                                timeout=5) as res:
+        page = json.load(res)
+    assert [t["title"] for t in page["trees"]] == ["t2", "t1"]
+    with urllib.request.urlopen(f"{base}?workspace=w&limit=10000&cursor={page['next']}",
+                                timeout=5) as res:
+        assert [t["title"] for t in json.load(res)["trees"]] == ["t0"]

@@ -55,6 +55,9 @@ class JobActor(Actor):
                 ctx.log.note("ERROR " + "".join(traceback.format_exception(exc)).rstrip())
             self._failed(msg, _summary(exc))
             return
+        if ctx.log.failure is not None:  # (job code that caught its LogWriteError)
+            self._failed(msg, ctx.log.failure)
+            return
         try:
             json.dumps(result)
         except (TypeError, ValueError) as exc:

@@ -45,12 +45,20 @@ class Param:
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
 
 
+#: A kind's own check of a whole params object, run once its ``Param``s passed: None,
+#: or (where, problem), ``where`` a path inside params ("seconds", "env.HOME",
+#: "command[2]"; "" for the object itself).
+ParamsCheck = Callable[[dict[str, Any]], tuple[str, str] | None]
+
+
 @dataclasses.dataclass(frozen=True)
 class KindInfo:
-    """What the validator knows of a kind. ``params=None``: not checkable here."""
+    """What the validator knows of a kind. ``params=None``: not checkable here.
+    ``check``: the kind's own check of its params (``Job.validate_params``)."""
 
     name: str
     params: tuple[Param, ...] | None = ()
+    check: ParamsCheck | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,18 +122,32 @@ def _check_params(path: str, params: Any, kind: KindInfo) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise SpecError(path, f"must be an object, got {type(params).__name__}")
     _check_json(path, params)
-    if kind.params is None:
-        return params
-    known = {p.name: p for p in kind.params}
+    if kind.params is not None:
+        _check_declared(path, params, kind.name, kind.params)
+    if kind.check is not None:
+        try:
+            problem = kind.check(params)
+        except Exception as exc:  # the kind's own code: its bug is still a clear refusal
+            raise SpecError(path, f"kind {kind.name!r} could not check its params "
+                                  f"({type(exc).__name__}: {exc})") from exc
+        if problem:
+            where, text = problem
+            raise SpecError(f"{path}.{where}" if where else path, text)
+    return params
+
+
+def _check_declared(path: str, params: dict[str, Any], kind: str,
+                    declared: tuple[Param, ...]) -> None:
+    known = {p.name: p for p in declared}
     for key in params:
         if key not in known:
             allowed = ", ".join(sorted(known)) or "none"
-            raise SpecError(f"{path}.{key}", f"unknown parameter for kind {kind.name!r} "
+            raise SpecError(f"{path}.{key}", f"unknown parameter for kind {kind!r} "
                                              f"(allowed: {allowed})")
-    for p in kind.params:
+    for p in declared:
         if p.name not in params:
             if p.required:
-                raise SpecError(f"{path}.{p.name}", f"required by kind {kind.name!r}")
+                raise SpecError(f"{path}.{p.name}", f"required by kind {kind!r}")
             continue
         value = params[p.name]
         # bool is an int in Python; a JSON true is never a number here.
@@ -138,7 +160,6 @@ def _check_params(path: str, params: Any, kind: KindInfo) -> dict[str, Any]:
             problem = p.check(value)
             if problem:
                 raise SpecError(f"{path}.{p.name}", problem)
-    return params
 
 
 def _check_name(path: str, value: Any, what: str) -> str:

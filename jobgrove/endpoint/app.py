@@ -32,6 +32,7 @@ from jobgrove.actors.messages import (
     ViewerDrained,
     WatchTree,
 )
+from jobgrove.core.spec import MAX_NAME, TAG_KEYS
 from jobgrove.core.states import FINISHED
 from jobgrove.endpoint import auth, wire
 from jobgrove.endpoint.broadcast import LogBroadcast
@@ -42,7 +43,7 @@ from jobgrove.endpoint.lookups import Lookups
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
 from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
-from jobgrove.messaging.listing import MAX_LIMIT, list_trees
+from jobgrove.messaging.listing import MAX_LIMIT, list_trees, parse_cursor
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
@@ -73,6 +74,34 @@ def _refusal(status: int, code: str, message: str) -> Response:
 
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(status, json.dumps(obj).encode())
+
+
+_TREES_QUERY = (*TAG_KEYS, "limit", "cursor", "token")
+
+
+def _trees_query(query: dict[str, str]) -> tuple[dict[str, str], int, str | None]:
+    """The tags, limit and cursor of ``GET /api/trees``; JobgroveError naming the
+    parameter and what it allows. An empty tag means no filter on it (the viewer's
+    empty boxes)."""
+    for key in query:
+        if key not in _TREES_QUERY:
+            raise JobgroveError(f"unknown query parameter {key[:50]!r} (allowed: "
+                                + ", ".join(_TREES_QUERY) + ")")
+    tags = {}
+    for key in TAG_KEYS:
+        value = query.get(key, "")
+        if value and (len(value) > MAX_NAME or not value.isprintable()):
+            raise JobgroveError(f"{key} must be 1 to {MAX_NAME} printable characters")
+        if value:
+            tags[key] = value
+    text = query.get("limit", "50")
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
+        raise JobgroveError(f"limit must be an integer from 1 to {MAX_LIMIT}, "
+                            f"got {text[:20]!r}")
+    cursor = query.get("cursor") or None
+    if cursor is not None:
+        parse_cursor(cursor)
+    return tags, int(text), cursor
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -129,7 +158,7 @@ class Endpoint:
                         "(pass --secret-file to serve other hosts)", self.port, host)
             host = "127.0.0.1"
         self.server = WsServer(host, self.port, self, limits=self.limits,
-                               name=f"jg-http-{self.node_name}")
+                               name=f"jg-http-{self.node_name}", reserved=("/health",))
         self._spool = tempfile.mkdtemp(prefix=f"jobgrove-relay-{self.node_name}-")
         self._lookups = Lookups(self.store, self._tell, self._set_redis_ok,
                                 name=f"jg-lookups-{self.node_name}")
@@ -267,12 +296,9 @@ class Endpoint:
                 "running": running}
 
     def _api_trees(self, request: Request) -> Response:
-        tags = {k: v for k, v in request.query.items()
-                if k in ("workspace", "application", "version", "instance", "node") and v}
         try:
-            limit = int(request.query.get("limit", "50"))
-            page = list_trees(self.store, tags, limit=max(1, min(limit, MAX_LIMIT)),
-                              cursor=request.query.get("cursor") or None)
+            tags, limit, cursor = _trees_query(request.query)
+            page = list_trees(self.store, tags, limit=limit, cursor=cursor)
         except StoreUnavailableError as exc:
             return _refusal(503, "unavailable", str(exc))
         except (JobgroveError, ValueError) as exc:

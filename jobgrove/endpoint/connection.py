@@ -34,10 +34,12 @@ TOO_SLOW = 1008
 
 
 def accept_websocket(cid: int, sock: socket.socket, request: Request, leftover: bytes,
-                     limits: Limits, reader_name: str) -> Connection:
+                     limits: Limits, reader_name: str,
+                     handshake_until: float | None = None) -> Connection:
     """Answer an upgrade request whose headers were checked: the handshake is queued
-    for the connection's thread (``Connection.serve``), which sends it first."""
-    conn = Connection(cid, sock, request, limits)
+    for the connection's thread (``Connection.serve``), which sends it first, and drops
+    the client if it is not all written by ``handshake_until`` (time.monotonic)."""
+    conn = Connection(cid, sock, request, limits, handshake_until)
     # Compression is never negotiated: frames are encoded once for every viewer,
     # and a deflate context per viewer would cost ~300 KiB each.
     environ: dict[str, Any] = {
@@ -94,7 +96,8 @@ class _SockProxy:
 class Connection:
     """One websocket viewer. ``push``, ``room`` and ``close`` are thread-safe."""
 
-    def __init__(self, cid: int, sock: socket.socket, request: Request, limits: Limits) -> None:
+    def __init__(self, cid: int, sock: socket.socket, request: Request, limits: Limits,
+                 handshake_until: float | None = None) -> None:
         self.id = cid
         self.request = request
         self.peer = request.peer
@@ -111,6 +114,7 @@ class Connection:
         self._close_req: tuple[int, str] | None = None
         self._reader_done = False
         self._last_progress = time.monotonic()
+        self._handshake_until = handshake_until
         self.ws: Any = None
 
     def __repr__(self) -> str:
@@ -240,6 +244,14 @@ class Connection:
             if not self._flush():
                 self.close_code = self.close_code or 1006
                 return
+            if self._handshake_until is not None:
+                # The handshake answer is the first thing queued: once nothing is left
+                # half-written after a flush, it is out.
+                if not self._out:
+                    self._handshake_until = None
+                elif time.monotonic() > self._handshake_until:
+                    self._abort(TOO_SLOW, "handshake not completed in time")
+                    return
             with self._lock:
                 if self._want_room and self._queued <= self.limits.queue_high // 2:
                     self._want_room = False

@@ -14,7 +14,7 @@ from jobgrove.endpoint.wire import MAX_MESSAGE_BYTES
 
 _REASONS = {200: "OK", 101: "Switching Protocols", 400: "Bad Request", 401: "Unauthorized",
             403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Content Too Large", 426: "Upgrade Required",
+            408: "Request Timeout", 413: "Content Too Large", 426: "Upgrade Required",
             431: "Request Header Fields Too Large", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
@@ -88,7 +88,11 @@ def parse_request_head(buf: bytes, limit: int, peer: str) -> tuple[Request, byte
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
+    #: Connections with a thread of their own (HTTP requests and websockets together).
     max_connections: int = 256
+    #: Connections of one client address still sending their request head; more go to
+    #: the overflow desk like connections past ``max_connections``.
+    max_per_address: int = 32
     #: Largest request head (request line + headers) accepted; bodies are refused.
     max_request_bytes: int = 16 * 1024
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -98,7 +102,13 @@ class Limits:
     #: Log data is only queued while less than this is waiting (flow control).
     queue_high: int = 256 * 1024
     send_timeout: float = 10.0
+    #: Seconds from the accept to the end of the request head (a total, not per read).
     header_timeout: float = 10.0
+    #: Seconds from the accept until a websocket's handshake answer is written.
+    handshake_timeout: float = 15.0
+    #: Over the caps: seconds a connection gets to send its request (at most
+    #: ``header_timeout``) before it is closed.
+    overflow_timeout: float = 2.0
     #: SO_SNDBUF of each connection (None: the OS's autotuning). Smaller bounds kernel
     #: memory per viewer and detects a stalled viewer sooner.
     send_buffer: int | None = None

@@ -27,6 +27,17 @@ class Job:
     #: Parameters checked at submit time; None accepts any params object.
     params: ClassVar[tuple[Param, ...] | None] = None
 
+    @classmethod
+    def validate_params(cls, params: dict[str, Any]) -> tuple[str, str] | None:
+        """Check ``params`` at submit time, once they passed the declared ``params``
+        (types, required, each ``Param.check``): return None if they can run, else
+        ``(where, problem)``, ``where`` a path inside params ("seconds", "env.HOME",
+        "command[2]"; "" for the whole object). The submit is then refused with
+        ``SpecError`` naming it (``root.children[0].params.env.HOME: ...``), and
+        nothing is stored. Runs in the submitting process (for kinds registered there),
+        so it must not depend on the node the job will run on."""
+        return None
+
     def run(self, ctx: JobContext) -> Any:
         raise NotImplementedError
 
@@ -87,7 +98,8 @@ def kind_infos(extra: list[str] | tuple[str, ...] = ()) -> dict[str, KindInfo]:
     """What the spec validator knows: every registered kind, plus ``extra`` names
     (kinds advertised by nodes, whose params cannot be checked here)."""
     infos = {name: KindInfo(name, None) for name in extra}
-    infos.update({name: KindInfo(name, cls.params) for name, cls in _REGISTRY.items()})
+    infos.update({name: KindInfo(name, cls.params, cls.validate_params)
+                  for name, cls in _REGISTRY.items()})
     return infos
 
 

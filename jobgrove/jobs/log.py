@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jobgrove.core.ids import is_job_id
+from jobgrove.errors import LogWriteError
 
 #: Called with (job id, file size after the write) whenever a log grows.
 GrowthListener = Callable[[str, int], None]
@@ -65,7 +66,13 @@ def _open_append(path: str) -> int:
 
 
 class JobLog:
-    """Appends timestamped lines to one job's log file; safe to use from many threads."""
+    """Appends timestamped lines to one job's log file; safe to use from many threads.
+
+    The first write that fails (a full disk, a log dir removed, ...) is remembered in
+    ``failure`` and breaks the log: that write and every later one raise
+    LogWriteError, and the runtime ends the job FAILED with ``failure`` as its summary,
+    so the reason is in the job's record, not only in the node's own log.
+    """
 
     def __init__(self, log_dir: str | os.PathLike[str], job_id: str,
                  on_growth: GrowthListener | None = None) -> None:
@@ -77,6 +84,8 @@ class JobLog:
         self._size = 0
         self._closed = False
         self._on_growth = on_growth
+        #: "cannot write the job's log: <reason>" once a write failed, else None.
+        self.failure: str | None = None
 
     @property
     def path(self) -> Path:
@@ -87,23 +96,39 @@ class JobLog:
         stamp = _stamp()
         lines = text.splitlines() or [""]
         data = "".join(f"{stamp} {line}\n" for line in lines).encode("utf-8", "replace")
+        error: OSError | None = None
         with self._lock:
             if self._closed:
                 return
-            if self._file is None:
-                self._file = _open_append(self.file)
-                self._size = os.fstat(self._file).st_size
-            os.write(self._file, data)
-            self._size += len(data)
+            if self.failure is not None:
+                raise LogWriteError(self.failure)
+            before = self._size
+            try:
+                if self._file is None:
+                    self._file = _open_append(self.file)
+                    before = self._size = os.fstat(self._file).st_size
+                view = memoryview(data)
+                while view:  # (a write that fills the disk may take only part of it)
+                    written = os.write(self._file, view)
+                    self._size += written
+                    view = view[written:]
+            except OSError as exc:
+                error = exc
+                self.failure = f"cannot write the job's log: {exc.strerror or exc}"
             size = self._size
-        if self._on_growth is not None:
+        if self._on_growth is not None and size != before:
             self._on_growth(self.job_id, size)
+        if error is not None:
+            _log.error("job %s: %s (%s)", self.job_id, self.failure, self.file)
+            raise LogWriteError(str(self.failure)) from error
 
     def note(self, message: str) -> None:
         """A line the runtime itself writes: never raises (a full disk must not cost
-        a job its outcome), the failure is logged instead."""
+        a job its outcome; ``failure`` records it)."""
         try:
             self.write(message)
+        except LogWriteError:
+            pass
         except Exception:
             _log.exception("cannot write to the log of job %s", self.job_id)
 

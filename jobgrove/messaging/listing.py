@@ -9,8 +9,10 @@ of trees stored.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
+from jobgrove.core.ids import is_job_id
 from jobgrove.core.spec import TAG_KEYS
 from jobgrove.errors import JobgroveError
 from jobgrove.messaging.redis_errors import translate_errors
@@ -26,16 +28,19 @@ class Page:
     next_cursor: str | None
 
 
-def _parse_cursor(cursor: str | None) -> tuple[str, str | None]:
+def parse_cursor(cursor: str | None) -> tuple[str, str | None]:
+    """(max score, root after which to continue) of a page's ``next_cursor``;
+    JobgroveError if it is not one."""
     if not cursor:
         return "+inf", None
     score, sep, root = cursor.partition(":")
     try:
-        float(score)
+        finite = math.isfinite(float(score))
     except ValueError:
-        score = ""
-    if not sep or not score or not root:
-        raise JobgroveError(f"invalid cursor {cursor!r} (expected one returned by list)")
+        finite = False
+    if not sep or not finite or not is_job_id(root):
+        raise JobgroveError(f"invalid cursor {cursor[:100]!r} (pass the cursor a previous "
+                            "page returned)")
     return score, root
 
 
@@ -58,7 +63,7 @@ def list_trees(store: Store, tags: dict[str, str] | None = None, *, limit: int =
         sizes = pipe.execute()
         keys = [k for _, k in sorted(zip(sizes, keys))]
     driver, others = keys[0], keys[1:]
-    max_score, after_root = _parse_cursor(cursor)
+    max_score, after_root = parse_cursor(cursor)
     found: list[tuple[str, float]] = []
     batch = max(limit * 2, 100)
     offset = 0
