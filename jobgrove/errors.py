@@ -19,12 +19,25 @@ class SpecError(JobgroveError, ValueError):
 class UnknownJobError(JobgroveError, KeyError):
     """No job or tree with this id is stored."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, hint: str = "") -> None:
         super().__init__(job_id)
         self.job_id = job_id
+        self.hint = hint
 
     def __str__(self) -> str:
-        return f"unknown job id {self.job_id!r}"
+        return f"unknown job id {self.job_id!r}" + (f" ({self.hint})" if self.hint else "")
+
+
+class AmbiguousIdError(JobgroveError):
+    """An id prefix that several jobs share; ``candidates`` lists (some of) them."""
+
+    def __init__(self, prefix: str, candidates: list[str], more: bool = False) -> None:
+        super().__init__(
+            f"id prefix {prefix!r} is ambiguous: " + ("more than " if more else "")
+            + f"{len(candidates)} job ids start with it: " + ", ".join(candidates)
+            + " (give more characters)")
+        self.prefix = prefix
+        self.candidates = candidates
 
 
 class UnknownNodeError(JobgroveError):
@@ -40,6 +53,10 @@ class UnknownNodeError(JobgroveError):
 
 class ConfigError(JobgroveError, ValueError):
     """A node setting that cannot be used; the message names the setting."""
+
+
+class RedisUrlError(ConfigError):
+    """A Redis URL that is malformed, or names a database the server refuses."""
 
 
 class NodeNameInUseError(JobgroveError):

@@ -266,6 +266,7 @@ class Node:
                 for root in self.store.node_trees(self.name):
                     self.store.reap(root, self.name, f"node {self.name} stopped")
                 self.registry.release(self.name, self.token)
+                self.registry.mark_stopped(self.name, self.token)
             except StoreUnavailableError as exc:
                 log.error("node %s stopped without reaching Redis: %s", self.name, exc)
             if self.endpoint is not None:

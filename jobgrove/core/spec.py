@@ -58,6 +58,8 @@ class JobSpec:
     params: dict[str, Any]
     children: tuple[str, ...]
     depth: int
+    #: Where it is in the spec (``root.children[1]``), for messages about it.
+    path: str = ""
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -210,7 +212,7 @@ def parse_spec(
             raise SpecError(path, f"tree larger than the limit of {MAX_JOBS} jobs")
         child_ids = tuple(new_id() for _ in raw_children)
         jobs.append(JobSpec(job_id, root_id, parent, node, kind_name, title or kind_name,
-                            params, child_ids, depth))
+                            params, child_ids, depth, path))
         for index in range(len(raw_children) - 1, -1, -1):
             stack.append((raw_children[index], f"{path}.children[{index}]",
                           child_ids[index], job_id, node, depth + 1))
