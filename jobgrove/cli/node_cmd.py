@@ -44,14 +44,14 @@ def _show(default: Any) -> str:
 
 def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, type=_argument_type("name", node_name),
-                        help="this node's name (jobs name the node they run on)")
+                        help="this node's name (jobs name the node they run on) (required)")
     for field in settings():
         flag = field.metadata.get("flag")
         if flag is None:
             continue
         default = DEFAULT_LISTEN if field.name == "listen" else field.default
         help_text = field.metadata["help"].split(" (an embedded")[0]
-        if "default:" not in help_text and not field.metadata.get("repeat"):
+        if "default:" not in help_text:
             help_text += f" (default: {_show(default)})"
         parse = _argument_type(field.name, functools.partial(parse_setting, field))
         if field.metadata.get("repeat"):
@@ -78,7 +78,7 @@ def config_from(args: argparse.Namespace) -> NodeConfig:
 
 
 def run_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level),
+    logging.basicConfig(level=getattr(logging, args.log_level or "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = Node(args.name, redis=redis_url(args.redis), config=config_from(args))
     signals = {"count": 0}
