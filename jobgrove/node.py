@@ -28,6 +28,7 @@ from jobgrove.core.spec import MAX_NAME
 from jobgrove.endpoint.app import Endpoint
 from jobgrove.endpoint.auth import load_secret
 from jobgrove.errors import ConfigError, JobgroveError, StoreUnavailableError
+from jobgrove.jobs import output
 from jobgrove.jobs.api import kind_class, kind_names
 from jobgrove.jobs.builtin import SHELL_GRACE
 from jobgrove.jobs.log import GrowthListener
@@ -104,6 +105,7 @@ class Node:
             if self.actor is not None:
                 return self
             _import_kinds(config.imports)
+            output.install()
             if self.secret is None and config.secret_file is not None:
                 self.secret = load_secret(config.secret_file)
             if self.notifier is None:

@@ -31,6 +31,7 @@ from jobgrove.actors.messages import (
 )
 from jobgrove.jobs.api import Job, JobContext, TreeContext, kind_class
 from jobgrove.jobs.log import GrowthListener, JobLog
+from jobgrove.jobs.output import JobLogger
 from jobgrove.messaging.records import Claim
 from jobgrove.messaging.store import Store
 
@@ -107,7 +108,8 @@ class TreeSupervisor(Actor):
             self.store.set_context(root, key, value)
 
         return JobContext(
-            job_id=claim.id, root=root, node=self.node_name, params=params, log=log_file,
+            job_id=claim.id, root=root, node=self.node_name, params=params,
+            log=JobLogger(log_file),
             results=claim.results, children=list(claim.spec.get("children", [])),
             context=TreeContext(claim.context, write_context), abort_event=threading.Event(),
             abort_grace=self.abort_grace, result=result)

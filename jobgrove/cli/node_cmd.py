@@ -17,6 +17,7 @@ from typing import Any
 
 from jobgrove.config import DEFAULT_LISTEN, NodeConfig, node_name, parse_setting, settings
 from jobgrove.errors import JobgroveError
+from jobgrove.jobs.output import OutsideJobs
 from jobgrove.messaging.connection import redis_url
 from jobgrove.node import Node
 
@@ -78,8 +79,15 @@ def config_from(args: argparse.Namespace) -> NodeConfig:
 
 
 def run_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level or "INFO"),
+    level = getattr(logging, args.log_level or "INFO")
+    # The root logger lets INFO through whatever --log-level says, so that job code's
+    # logging.info reaches its job's log; --log-level filters what the node prints,
+    # and what jobs log never shows up here (OutsideJobs).
+    logging.basicConfig(level=min(level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+        handler.addFilter(OutsideJobs())
     node = Node(args.name, redis=redis_url(args.redis), config=config_from(args))
     signals = {"count": 0}
     first, second = threading.Event(), threading.Event()

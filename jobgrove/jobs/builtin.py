@@ -8,11 +8,12 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 from jobgrove.core.spec import Param
 from jobgrove.errors import JobAbortedError, JobFailedError
 from jobgrove.jobs.api import Job, JobContext, job_kind
+from jobgrove.jobs.output import STDERR_MARK
 
 #: Seconds a shell job's process group gets between SIGTERM and SIGKILL.
 SHELL_GRACE = 5.0
@@ -110,12 +111,16 @@ class Shell(Job):
         try:
             proc = subprocess.Popen(argv, cwd=ctx.params.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise JobFailedError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
-        reader = threading.Thread(target=self._pump, args=(proc, ctx), daemon=True,
-                                  name=f"jobgrove-shell-{ctx.job_id[:8]}")
-        reader.start()
+        # stdout and stderr on pipes of their own, so that stderr lines can be marked
+        # (the order between the two streams is then the order they were read in).
+        readers = [threading.Thread(target=self._pump, args=(pipe, ctx, prefix), daemon=True,
+                                    name=f"jobgrove-shell-{ctx.job_id[:8]}")
+                   for pipe, prefix in ((proc.stdout, ""), (proc.stderr, STDERR_MARK))]
+        for reader in readers:
+            reader.start()
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         outcome = None
         try:
@@ -133,7 +138,8 @@ class Shell(Job):
                 self._stop(proc, 0, ctx)
             else:
                 self._reap_group(proc, ctx)
-            reader.join(timeout=2.0)
+            for reader in readers:
+                reader.join(timeout=2.0)
         if outcome == "aborted":
             raise JobAbortedError(f"aborted (exit code {proc.returncode})")
         if outcome == "timeout":
@@ -143,11 +149,11 @@ class Shell(Job):
         return {"exit_code": 0}
 
     @staticmethod
-    def _pump(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:
-        assert proc.stdout is not None
-        with proc.stdout:
-            for raw in proc.stdout:
-                ctx.log.write(raw.decode("utf-8", "replace").rstrip("\n"))
+    def _pump(pipe: IO[bytes] | None, ctx: JobContext, prefix: str) -> None:
+        assert pipe is not None
+        with pipe:
+            for raw in pipe:
+                ctx.log.write(prefix + raw.decode("utf-8", "replace").rstrip("\n"))
 
     @staticmethod
     def _reap_group(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:
