@@ -12,7 +12,15 @@ from typing import Any
 
 from rich.markup import escape
 
-from jobgrove.cli.common import OK, client_from, console, outcome_code, print_json, read_spec
+from jobgrove.cli.common import (
+    OK,
+    client_from,
+    console,
+    outcome_code,
+    print_json,
+    read_spec,
+    viewer_url,
+)
 from jobgrove.cli.logs import print_log
 from jobgrove.cli.render import STYLE, counts_text, draw_tree, follow_tree, seconds_text
 from jobgrove.cli.tails import LogTails
@@ -20,11 +28,6 @@ from jobgrove.client import Client
 from jobgrove.core.spec import TAG_KEYS
 from jobgrove.core.states import State
 from jobgrove.endpoint.auth import load_secret, mint_token
-
-
-def viewer_url(address: str, tree_id: str | None = None) -> str:
-    """The viewer page of a node endpoint, opened on ``tree_id`` (a deep link)."""
-    return f"http://{address}/" + (f"#tree={tree_id}" if tree_id else "")
 
 
 def _viewer_address(client: Client, node: str | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ class UsageError(JobgroveError):
 
 def client_from(args: argparse.Namespace) -> Client:
     return Client(redis_url(args.redis), namespace=args.namespace)
+
+
+def viewer_url(address: str, tree_id: str | None = None) -> str:
+    """The viewer page of a node endpoint (``host:port``), opened on ``tree_id``. A
+    wildcard host (the node listens on every address) is shown as this host's name."""
+    host, _, port = address.rpartition(":")
+    if host in ("0.0.0.0", "[::]", "::"):
+        address = f"{socket.gethostname()}:{port}"
+    return f"http://{address}/" + (f"#tree={tree_id}" if tree_id else "")
 
 
 def console() -> Console:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from jobgrove.cli.common import viewer_url
 from jobgrove.config import DEFAULT_LISTEN, NodeConfig, node_name, parse_setting, settings
 from jobgrove.errors import JobgroveError
 from jobgrove.jobs.output import OutsideJobs
@@ -99,8 +100,14 @@ def run_node(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     node.start()
-    print(f"node {node.name} running; endpoint {node.address or 'disabled'}; "
-          f"logs in {node.log_dir}", file=sys.stderr, flush=True)
+    if node.address:
+        viewer = f"viewer {viewer_url(node.address)}"
+        if node.secret is not None:
+            viewer += " (add ?token=... from `jobgrove token --secret-file FILE`)"
+    else:
+        viewer = "no endpoint (--listen none)"
+    print(f"node {node.name} running: {viewer}; job logs in {node.log_dir}",
+          file=sys.stderr, flush=True)
     while not first.wait(0.5):
         pass
     log.info("stopping gracefully: nothing new starts; running jobs finish "

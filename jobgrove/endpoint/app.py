@@ -31,6 +31,7 @@ from jobgrove.actors.messages import (
     ViewerDrained,
     WatchTree,
 )
+from jobgrove.config import listen_error
 from jobgrove.core.states import FINISHED
 from jobgrove.endpoint import api, auth, wire
 from jobgrove.endpoint.api import as_json, refusal
@@ -41,7 +42,7 @@ from jobgrove.endpoint.http import Limits, Request, Response
 from jobgrove.endpoint.lookups import Lookups
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
-from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
+from jobgrove.errors import ConfigError, JobgroveError, StoreUnavailableError, UnknownJobError
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
@@ -118,8 +119,11 @@ class Endpoint:
             log.warning("no cluster secret: binding 127.0.0.1:%d only instead of %s "
                         "(pass --secret-file to serve other hosts)", self.port, host)
             host = "127.0.0.1"
-        self.server = WsServer(host, self.port, self, limits=self.limits,
-                               name=f"jg-http-{self.node_name}")
+        try:
+            self.server = WsServer(host, self.port, self, limits=self.limits,
+                                   name=f"jg-http-{self.node_name}")
+        except OSError as exc:
+            raise ConfigError(listen_error(host, self.port, exc)) from exc
         self._spool = tempfile.mkdtemp(prefix=f"jobgrove-relay-{self.node_name}-")
         self._lookups = Lookups(self.store, self._tell, self._set_redis_ok,
                                 name=f"jg-lookups-{self.node_name}")

@@ -20,9 +20,9 @@ from jobgrove.core.spec import TAG_KEYS
 from jobgrove.core.states import State
 from jobgrove.core.status import NODE_UNKNOWN, STATE_ORDER, tally, tree_state
 from jobgrove.errors import JobgroveError
-from jobgrove.messaging.records import to_float
+from jobgrove.messaging.records import load_json, to_float
 from jobgrove.messaging.redis_errors import translate_errors
-from jobgrove.messaging.store import Store
+from jobgrove.messaging.store import JOB_FIELDS, Store, status_record
 
 MAX_LIMIT = 10_000
 
@@ -88,6 +88,34 @@ def _digest(root_state: str, states: list[str], created: float | None,
             done: float | None) -> Digest:
     counts = tally(states)
     return Digest(tree_state(root_state, counts), counts, created, done)
+
+
+@translate_errors
+def tree_heads(store: Store, roots: list[str]
+               ) -> dict[str, tuple[dict[str, Any], list[str], float | None]]:
+    """For each existing tree of ``roots`` (one pipeline): the root's status object
+    (no children), the states of all its jobs, and when the tree was done (None
+    while it is not)."""
+    pipe = store.client.pipeline(transaction=False)
+    for root in roots:
+        for part in JOB_FIELDS:
+            pipe.hget(store.keys.tree_key(root, part), root)
+        pipe.hmget(store.keys.tree_key(root, "meta"), ["created", "tags", "finished"])
+        pipe.hvals(store.keys.tree_key(root, "state"))
+    replies = pipe.execute() if roots else []
+    step = len(JOB_FIELDS) + 2
+    out = {}
+    for i, root in enumerate(roots):
+        state, node, parent, spec, started, finished, summary, cause, meta, states = \
+            replies[i * step:(i + 1) * step]
+        if state is None:
+            continue  # an index entry of a tree whose keys were removed
+        record = status_record(root, root, state, node, parent, spec, started, finished,
+                               summary, cause, to_float(meta[0]),
+                               load_json(meta[1] or "{}", "tags"))
+        del record["child_ids"]
+        out[root] = (record, states, to_float(meta[2]))
+    return out
 
 
 @translate_errors
@@ -167,7 +195,7 @@ def list_trees(store: Store, tags: dict[str, str] | None = None, *, limit: int =
     found = found[:limit]
     now = time.time()
     trees = []
-    for root, (tree, states, done) in store.tree_heads([r for r, _ in found]).items():
+    for root, (tree, states, done) in tree_heads(store, [r for r, _ in found]).items():
         digest = _digest(tree["state"], states, tree["created"], done)
         tree.update(tree_state=digest.tree_state, counts=digest.counts,
                     duration=digest.duration(now))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -21,10 +20,10 @@ from jobgrove.core.spec import JobSpec
 from jobgrove.core.states import State
 from jobgrove.core.status import nest_status
 from jobgrove.errors import (
-    AmbiguousIdError,
     StoreUnavailableError,
     UnknownJobError,
 )
+from jobgrove.messaging.ids import resolve_id
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Hints
 from jobgrove.messaging.records import (
@@ -42,11 +41,6 @@ from jobgrove.messaging.redis_errors import refuses_service, translate_errors
 from jobgrove.messaging.scripts import register_scripts
 
 _CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant command
-#: Shortest id prefix accepted for a job id (what the CLI shows is 8 characters).
-MIN_PREFIX = 8
-#: Candidates listed when a prefix is ambiguous.
-_CANDIDATES = 10
-_PREFIX = re.compile(r"[0-9a-f-]+")
 _PER_JOB = ("state", "node", "parent", "spec", "started", "finished", "summary", "cause")
 
 
@@ -62,6 +56,10 @@ def _status(job_id: str, root: str, state: str, node: str | None, parent: str | 
             "started": to_float(started), "finished": to_float(finished),
             "tags": tags if job_id == root else {},
             "child_ids": job_spec.get("children", [])}
+
+
+#: For readers outside this module that build the same status objects (``listing``).
+status_record, JOB_FIELDS = _status, _PER_JOB
 
 
 class Store:
@@ -161,27 +159,9 @@ class Store:
         return root
 
     # -- reading -------------------------------------------------------------------
-    @translate_errors
     def resolve_id(self, text: str) -> str:
-        """The job id ``text`` stands for: a full id as it is, else the one id that
-        starts with it (at least ``MIN_PREFIX`` characters). Raises UnknownJobError, or
-        AmbiguousIdError listing the candidates."""
-        if is_job_id(text):
-            return text
-        prefix = text.strip().lower() if isinstance(text, str) else ""
-        if len(prefix) < MIN_PREFIX or not _PREFIX.fullmatch(prefix):
-            # Asked all the same, so that an unreachable Redis reads as that (exit 3).
-            self.client.hexists(self.keys.roots, str(text))
-            raise UnknownJobError(str(text), f"give a full job id or a unique prefix of at "
-                                  f"least {MIN_PREFIX} characters")
-        found = self.client.zrangebylex(self.keys.ids, f"[{prefix}", f"[{prefix}\xff",
-                                        start=0, num=_CANDIDATES + 1)
-        if not found:
-            raise UnknownJobError(str(text))
-        if len(found) > 1:
-            raise AmbiguousIdError(prefix, sorted(found)[:_CANDIDATES],
-                                   more=len(found) > _CANDIDATES)
-        return str(found[0])
+        """The job id ``text`` stands for: a full id, or a unique prefix (``ids``)."""
+        return resolve_id(self.client, self.keys, text)
 
     @translate_errors
     def resolve_root(self, job_id: str) -> str:
@@ -241,33 +221,6 @@ class Store:
                          cause, to_float(meta[0]), tags)
         del record["child_ids"]
         return record
-
-    @translate_errors
-    def tree_heads(self, roots: list[str]) -> dict[str, tuple[dict[str, Any], list[str],
-                                                            float | None]]:
-        """For each existing tree of ``roots`` (one pipeline): the root's status object
-        (no children), the states of all its jobs, and when the tree was done (None
-        while it is not)."""
-        pipe = self.client.pipeline(transaction=False)
-        for root in roots:
-            for part in _PER_JOB:
-                pipe.hget(self.keys.tree_key(root, part), root)
-            pipe.hmget(self.keys.tree_key(root, "meta"), ["created", "tags", "finished"])
-            pipe.hvals(self.keys.tree_key(root, "state"))
-        replies = pipe.execute() if roots else []
-        step = len(_PER_JOB) + 2
-        out = {}
-        for i, root in enumerate(roots):
-            state, node, parent, spec, started, finished, summary, cause, meta, states = \
-                replies[i * step:(i + 1) * step]
-            if state is None:
-                continue  # an index entry of a tree whose keys were removed
-            record = _status(root, root, state, node, parent, spec, started, finished,
-                             summary, cause, to_float(meta[0]),
-                             load_json(meta[1] or "{}", "tags"))
-            del record["child_ids"]
-            out[root] = (record, states, to_float(meta[2]))
-        return out
 
     @translate_errors
     def tree_finished(self, root: str) -> bool:
