@@ -10,12 +10,14 @@ from jobgrove.config import NodeConfig
 from jobgrove.core.spec import Param
 from jobgrove.core.states import State
 from jobgrove.errors import (
+    AmbiguousIdError,
     ConfigError,
     CorruptRecordError,
     JobAbortedError,
     JobFailedError,
     JobgroveError,
     NodeNameInUseError,
+    RedisUrlError,
     SpecError,
     StoreUnavailableError,
     UnknownJobError,
@@ -26,6 +28,7 @@ from jobgrove.jobs import Job, JobContext, job_kind
 from jobgrove.node import Node
 
 __all__ = [
+    "AmbiguousIdError",
     "Client",
     "ConfigError",
     "CorruptRecordError",
@@ -38,6 +41,7 @@ __all__ = [
     "NodeConfig",
     "NodeNameInUseError",
     "Param",
+    "RedisUrlError",
     "SpecError",
     "State",
     "StoreUnavailableError",
