@@ -10,6 +10,7 @@ from jobgrove.config import NodeConfig
 from jobgrove.core.spec import Param
 from jobgrove.core.states import State
 from jobgrove.errors import (
+    AmbiguousIdError,
     ConfigError,
     CorruptRecordError,
     JobAbortedError,
@@ -17,6 +18,7 @@ from jobgrove.errors import (
     JobgroveError,
     LogWriteError,
     NodeNameInUseError,
+    RedisUrlError,
     SpecError,
     StoreUnavailableError,
     UnknownJobError,
@@ -27,6 +29,7 @@ from jobgrove.jobs import Job, JobContext, job_kind
 from jobgrove.node import Node
 
 __all__ = [
+    "AmbiguousIdError",
     "Client",
     "ConfigError",
     "CorruptRecordError",
@@ -40,6 +43,7 @@ __all__ = [
     "NodeConfig",
     "NodeNameInUseError",
     "Param",
+    "RedisUrlError",
     "SpecError",
     "State",
     "StoreUnavailableError",

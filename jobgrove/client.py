@@ -4,55 +4,68 @@ from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from jobgrove.core.spec import JobSpec, KindInfo, parse_graft, parse_spec
 from jobgrove.core.states import State
-from jobgrove.errors import UnknownJobError, UnknownNodeError, WaitTimeoutError
+from jobgrove.core.status import Status, waiting_notes, walk
+from jobgrove.errors import SpecError, UnknownJobError, UnknownNodeError, WaitTimeoutError
 from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.listing import Page, list_trees
 from jobgrove.messaging.records import Outcome
 from jobgrove.messaging.redis_errors import translate_errors
-from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.registry import Registry, node_state
 from jobgrove.messaging.store import Store
 
 
-def cluster_kinds(registry: Registry) -> dict[str, KindInfo]:
+def _records(registry: Registry) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in registry.nodes()}
+
+
+def cluster_kinds(records: dict[str, dict[str, Any]]) -> dict[str, KindInfo]:
     """What a spec is checked against: the kinds registered in this process, and the
     ones registered nodes advertise (their params cannot be checked here)."""
     advertised: set[str] = set()
-    for record in registry.nodes():
-        kinds = record.get("kinds")
-        if isinstance(kinds, list):
-            advertised.update(k for k in kinds if isinstance(k, str))
+    for record in records.values():
+        advertised.update(_kinds(record) or ())
     return kind_infos(sorted(advertised))
 
 
-def check_nodes(registry: Registry, jobs: builtins.list[JobSpec]) -> None:
-    """UnknownNodeError for jobs assigned to a node that never registered."""
-    names = sorted({j.node for j in jobs})
-    unknown = set(names) - registry.known(names)
-    if unknown:
-        raise UnknownNodeError(sorted(unknown))
+def check_targets(jobs: Iterable[JobSpec], records: dict[str, dict[str, Any]],
+                  allow_unknown_node: bool) -> None:
+    """Each job's kind must be one its node advertises (when that node registered);
+    jobs for a node that never registered need ``allow_unknown_node``."""
+    jobs = list(jobs)
+    _check_kinds_on_nodes(jobs, records)
+    if not allow_unknown_node:
+        unknown = {j.node for j in jobs} - set(records)
+        if unknown:
+            raise UnknownNodeError(sorted(unknown))
 
 
 def graft(store: Store, registry: Registry, parent_id: str, spec: Any, *,
           allow_unknown_node: bool = False) -> builtins.list[str]:
     """Validate ``spec`` (a subtree or a list of them) exactly as a submit, limits counted
     on the whole tree, and add it under ``parent_id``. Returns the new subtree roots."""
+    parent_id = store.resolve_id(parent_id)
     root, node, depth, size = store.graft_target(parent_id)
-    jobs = parse_graft(spec, cluster_kinds(registry), root=root, parent=parent_id,
+    records = _records(registry)
+    jobs = parse_graft(spec, cluster_kinds(records), root=root, parent=parent_id,
                        parent_node=node, parent_depth=depth, tree_size=size)
-    if not allow_unknown_node:
-        check_nodes(registry, jobs)
+    check_targets(jobs, records, allow_unknown_node)
     return store.graft(root, parent_id, jobs)
 
 
 class Client:
     """Talks to a cluster through its Redis. ``redis``: a URL, a redis-py client, or None
-    (``--redis``/``$JOBGROVE_REDIS_URL``/local default)."""
+    (``--redis``/``$JOBGROVE_REDIS_URL``/local default).
+
+    Every method that takes a job id also takes any unique prefix of one (at least 8
+    characters); an ambiguous prefix raises ``AmbiguousIdError`` naming the candidates.
+    """
 
     def __init__(self, redis: Any = None, *, namespace: str = "jg") -> None:
         client = connect(redis) if redis is None or isinstance(redis, str) else decoded(redis)
@@ -65,13 +78,20 @@ class Client:
         """Validate and store a tree; returns its id (the root's id).
 
         Kinds are checked against the ones registered in this process and the ones
-        registered nodes advertise. Jobs for a node that never registered are refused
-        unless ``allow_unknown_node``; a registered node that is down just gets them later.
+        registered nodes advertise, and each job's kind must be one its own node
+        advertises (when that node ever registered: its last registration counts).
+        Jobs for a node that never registered are refused unless
+        ``allow_unknown_node``; a registered node that is down just gets them later.
         """
-        jobs, tags = parse_spec(spec, cluster_kinds(self.registry), default_node=node)
-        if not allow_unknown_node:
-            check_nodes(self.registry, jobs)
+        records = _records(self.registry)
+        jobs, tags = parse_spec(spec, cluster_kinds(records), default_node=node)
+        check_targets(jobs, records, allow_unknown_node)
         return self.store.submit(jobs, tags)
+
+    def resolve(self, job_id: str) -> str:
+        """The full id for ``job_id``: a job id, or a unique prefix of at least 8
+        characters (``AmbiguousIdError`` lists the candidates otherwise)."""
+        return self.store.resolve_id(job_id)
 
     def graft(self, parent_id: str, spec: Any, *,
               allow_unknown_node: bool = False) -> builtins.list[str]:
@@ -87,41 +107,59 @@ class Client:
         ABORTED jobs go back to NEW/WAITING, SUCCESS jobs keep their results and do not
         run again. RefusedError while a job runs or if the tree succeeded. Returns the
         tree id; the tree's ``run`` grows by one."""
-        root, _ = self.store.rerun(job_id)
+        root, _ = self.store.rerun(self.resolve(job_id))
         return root
 
     def context(self, tree_id: str) -> dict[str, Any]:
         """The tree-wide context its jobs wrote (``ctx.context``)."""
-        return self.store.context(self.store.resolve_root(tree_id))
+        return self.store.context(self.store.resolve_root(self.resolve(tree_id)))
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """The whole tree containing ``job_id``, nested, with every job's state."""
-        return self.store.tree_status(job_id)
+        """The whole tree containing ``job_id`` (or an id prefix), nested, with every
+        job's state."""
+        return self.store.tree_status(self.resolve(job_id))
 
     def job(self, job_id: str) -> dict[str, Any]:
         """One job's status object (no children)."""
-        return self.store.job_status(job_id)
+        return self.store.job_status(self.resolve(job_id))
 
     def abort(self, job_id: str) -> Outcome:
         """Abort the tree of ``job_id``, as if that job had failed."""
-        return self.store.abort(job_id)
+        return self.store.abort(self.resolve(job_id))
 
     def list(self, *, workspace: str | None = None, application: str | None = None,
              version: str | None = None, instance: str | None = None,
-             node: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
-        """Trees matching every given tag, newest first."""
+             node: str | None = None, runs_on: str | None = None, state: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> Page:
+        """Trees matching every given filter, newest first: tags (``node`` is the
+        root's tag), ``runs_on`` (any job assigned to that node) and ``state`` (the
+        tree's state derived from all its jobs). Each item is the root's status plus
+        ``tree_state``, ``counts``, ``duration`` and ``waiting_for``."""
         tags = {"workspace": workspace, "application": application, "version": version,
                 "instance": instance, "node": node}
         return list_trees(self.store, {k: v for k, v in tags.items() if v is not None},
-                          limit=limit, cursor=cursor)
+                          limit=limit, cursor=cursor, runs_on=runs_on,
+                          state=None if state is None else str(state),
+                          node_states=self.node_states())
 
     def nodes(self) -> builtins.list[dict[str, Any]]:
-        """Every node that ever registered: ``alive``, ``address``, ``running`` (ids of
-        its RUNNING jobs: the heartbeat's list, less the jobs that finished since)."""
+        """Every node that ever registered: ``alive``, ``state`` (up, stopped or lost),
+        ``address``, ``running`` (ids of its RUNNING jobs: the heartbeat's list, less the
+        jobs that finished since)."""
         nodes = self.registry.nodes()
         for node in nodes:
             node["running"] = [j for j in node.get("running", []) if self._is_running(j)]
+            node["state"] = node_state(node)
         return nodes
+
+    def node_states(self) -> dict[str, str]:
+        """Registered node name -> ``up``, ``stopped`` or ``lost``."""
+        return {n["name"]: node_state(n) for n in self.registry.nodes()}
+
+    def waiting_notes(self, status: Status) -> dict[str, str]:
+        """Job id -> ``waiting for node X (not registered|stopped|lost)`` for the
+        ``WAITING`` jobs of a status whose node is not up."""
+        return waiting_notes(walk(status), self.node_states())
 
     def _is_running(self, job_id: Any) -> bool:
         try:
@@ -132,7 +170,7 @@ class Client:
     @translate_errors
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until the tree is done (root finished, nothing running); its status."""
-        root = self.store.resolve_root(job_id)
+        root = self.store.resolve_root(self.resolve(job_id))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.store.done_hints(root) as hints:
             check_at = 0.0
@@ -150,3 +188,24 @@ class Client:
                 if hints.wait(wait):
                     check_at = 0.0
         return self.status(root)
+
+
+def _kinds(record: dict[str, Any]) -> set[str] | None:
+    kinds = record.get("kinds")
+    if not isinstance(kinds, list):
+        return None
+    return {k for k in kinds if isinstance(k, str)}
+
+
+def _check_kinds_on_nodes(jobs: Iterable[JobSpec], records: dict[str, dict[str, Any]]
+                          ) -> None:
+    """A job's kind must be one its node advertises, when the node registered (a node
+    that did not import the kind's module would fail the job at run time)."""
+    for job in jobs:
+        record = records.get(job.node)
+        kinds = None if record is None else _kinds(record)
+        if kinds is not None and job.kind not in kinds:
+            raise SpecError(f"{job.path or job.id}.kind",
+                            f"kind {job.kind!r} is not known to node {job.node} (it runs: "
+                            f"{', '.join(sorted(kinds)) or 'none'}; start it with "
+                            "--import MODULE for the module that registers the kind)")

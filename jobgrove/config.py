@@ -9,6 +9,7 @@ share one set of defaults and one set of error messages.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import shlex
@@ -19,9 +20,10 @@ from typing import Any
 from jobgrove.core.spec import MAX_NAME, check_node_name
 from jobgrove.errors import ConfigError
 
-#: The command-line default of ``--listen``: loopback, any free port (an embedded
-#: ``Node`` has no endpoint unless given ``listen``).
-DEFAULT_LISTEN = "127.0.0.1:0"
+#: The command-line default of ``--listen``: loopback, a fixed port, so that the
+#: viewer's URL is known in advance (an embedded ``Node`` has no endpoint unless given
+#: ``listen``). A second node on the same machine needs another port.
+DEFAULT_LISTEN = "127.0.0.1:8750"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -102,6 +104,24 @@ def command_line(text: str) -> str:
     if not argv:
         raise ValueError("is empty")
     return text
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """What to tell a user whose ``--listen`` address cannot be bound, and the fix."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {where}: the port is already in use (another jobgrove "
+                f"node on this machine?). Pick a free port with --listen {host}:{port + 1}, "
+                f"or --listen {host}:0 for any free port, or --listen none for no "
+                "endpoint")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {where}: permission denied (ports below 1024 need "
+                f"privileges); pick another port, e.g. --listen {host}:8750")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"cannot listen on {where}: no interface of this machine has that address "
+                "(use one of its addresses, 127.0.0.1, or 0.0.0.0 for all)")
+    return (f"cannot listen on {where}: {exc.strerror or exc} (check the host: an address "
+            "of this machine, 127.0.0.1, or 0.0.0.0 for all)")
 
 
 def _setting(default: Any, help: str, *, flag: str | None = None, key: str | None = None,

@@ -19,12 +19,25 @@ class SpecError(JobgroveError, ValueError):
 class UnknownJobError(JobgroveError, KeyError):
     """No job or tree with this id is stored."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, hint: str = "") -> None:
         super().__init__(job_id)
         self.job_id = job_id
+        self.hint = hint
 
     def __str__(self) -> str:
-        return f"unknown job id {self.job_id!r}"
+        return f"unknown job id {self.job_id!r}" + (f" ({self.hint})" if self.hint else "")
+
+
+class AmbiguousIdError(JobgroveError):
+    """An id prefix that several jobs share; ``candidates`` lists (some of) them."""
+
+    def __init__(self, prefix: str, candidates: list[str], more: bool = False) -> None:
+        super().__init__(
+            f"id prefix {prefix!r} is ambiguous: " + ("more than " if more else "")
+            + f"{len(candidates)} job ids start with it: " + ", ".join(candidates)
+            + " (give more characters)")
+        self.prefix = prefix
+        self.candidates = candidates
 
 
 class UnknownNodeError(JobgroveError):
@@ -50,6 +63,10 @@ class RefusedError(JobgroveError):
 class FencedError(JobgroveError):
     """This node process lost its node name to another process (its lease lapsed and
     a newer process registered): Redis refuses its claims and outcomes."""
+
+
+class RedisUrlError(ConfigError):
+    """A Redis URL that is malformed, or names a database the server refuses."""
 
 
 class NodeNameInUseError(JobgroveError):

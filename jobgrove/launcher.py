@@ -1,6 +1,7 @@
 """The per-node launcher (``jobgrove-node``): start one node from a small config file.
 
 Usage: jobgrove-node [--print] [CONFIG]
+       jobgrove-node --systemd-unit
 CONFIG defaults to $JOBGROVE_NODE_CONFIG; without either, the environment alone is used.
 
 The config file holds KEY=VALUE lines (blank lines and # comments ignored, an optional
@@ -13,7 +14,8 @@ environment variable JOBGROVE_<KEY>. The keys:
 The launcher checks everything it can, prints clear errors (exit code 2), and then
 replaces itself with `jobgrove node ...` (exec), so signals reach the node directly:
 SIGTERM/SIGINT stop it gracefully, a second one at once. --print shows the command
-instead of running it.
+instead of running it. --systemd-unit prints a systemd template unit that runs this
+launcher (jobgrove-node@NAME reads /etc/jobgrove/NAME.conf).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import shlex
 import shutil
 import sys
 import textwrap
+from importlib import resources
 from pathlib import Path
 
 from jobgrove.config import DEFAULT_LISTEN, node_name, parse_setting, settings
 from jobgrove.errors import ConfigError
+from jobgrove.messaging.urls import check_url
 
 BAD_INPUT = 2
 #: Keys of the launcher itself; the others are NodeConfig's (``key`` metadata).
@@ -111,6 +115,10 @@ def build_command(values: dict[str, str]) -> list[str]:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"REDIS_URL {url!r} must start with redis://, rediss:// or "
                               "unix://")
+        try:
+            check_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"REDIS_URL: {exc}") from None
         argv += ["--redis", url]
     for key, field in _FIELDS.items():
         text = values.get(key)
@@ -159,8 +167,19 @@ def values_from(config: str | None, environ: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def systemd_unit() -> str:
+    """The template unit shipped with the package, its ExecStart naming this Python
+    (the one jobgrove is installed in), so nothing is assumed about where it lives."""
+    template = resources.files("jobgrove").joinpath("data/jobgrove-node@.service")
+    launcher = shlex.join([sys.executable, "-m", "jobgrove.launcher"])
+    return template.read_text(encoding="utf-8").replace("@LAUNCHER@", launcher)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--systemd-unit"]:
+        sys.stdout.write(systemd_unit())
+        return 0
     show = "--print" in args
     if show:
         args.remove("--print")
@@ -168,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if len(args) > 1 or any(a.startswith("-") for a in args):
-        print("usage: jobgrove-node [--print] [CONFIG]", file=sys.stderr)
+        print("usage: jobgrove-node [--print] [CONFIG] | --systemd-unit", file=sys.stderr)
         return BAD_INPUT
     config = args[0] if args else os.environ.get("JOBGROVE_NODE_CONFIG") or None
     try:

@@ -28,7 +28,7 @@ from jobgrove.core.spec import MAX_NAME
 from jobgrove.endpoint.app import Endpoint
 from jobgrove.endpoint.auth import load_secret
 from jobgrove.errors import ConfigError, JobgroveError, StoreUnavailableError
-from jobgrove.jobs import reaper
+from jobgrove.jobs import output, reaper
 from jobgrove.jobs.api import kind_class, kind_names
 from jobgrove.jobs.builtin import SHELL_GRACE
 from jobgrove.jobs.log import GrowthListener
@@ -102,6 +102,7 @@ class Node:
             if self.actor is not None:
                 return self
             _import_kinds(config.imports)
+            output.install()
             if self.secret is None and config.secret_file is not None:
                 self.secret = load_secret(config.secret_file)
             if self.notifier is None:
@@ -271,6 +272,7 @@ class Node:
                         self.store.reap(root, self.name, f"node {self.name} stopped",
                                         upto=self.lease.holder.epoch)
                     self.lease.release()
+                    self.registry.mark_stopped(self.name, self.lease.token)
             except StoreUnavailableError as exc:
                 log.error("node %s stopped without reaching Redis: %s", self.name, exc)
             if self.endpoint is not None:

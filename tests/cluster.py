@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -88,6 +90,40 @@ class Undoable(Job):
     def on_tree_aborted(self, ctx: JobContext) -> None:
         with open(ctx.params["marker"], "a", encoding="utf-8") as out:
             out.write(f"{ctx.job_id} {ctx.node}\n")
+
+
+@job_kind("jgc-chatter")
+class Chatter(Job):
+    """Writes through every channel job code has (print, sys.stderr, the logging module
+    from the job's thread and from a thread it starts, ctx.log at every level), tagged
+    with ``params.me``, in ``params.rounds`` rounds kept in step with the sibling
+    ``params.other`` through files in ``params.dir``: two of them run interleaved."""
+
+    def run(self, ctx: JobContext) -> Any:
+        me, other, folder = ctx.params["me"], ctx.params["other"], Path(ctx.params["dir"])
+        log = logging.getLogger("tests.chatter")
+        for i in range(int(ctx.params.get("rounds", 5))):
+            (folder / f"{me}-{i}").touch()
+            print(f"print {me} {i}")
+            print(f"partial {me} {i}", end="", flush=True)
+            print(" rest")
+            sys.stderr.write(f"stderr {me} {i}\n")
+            log.warning("module logger %s %d", me, i)
+            logging.info("root logger %s %d", me, i)
+            helper = threading.Thread(target=lambda i=i: (
+                print(f"thread {me} {i}"), log.info("thread-log %s %d", me, i)))
+            helper.start()
+            helper.join()
+            ctx.log.debug(f"ctx-debug {me} {i}")
+            ctx.log.warning("ctx-warning %s %d", me, i)
+            while not (folder / f"{other}-{i}").exists():
+                if ctx.wait(0.002):
+                    raise JobAbortedError("aborted while chatting")
+        try:
+            raise ValueError(f"boom {me}")
+        except ValueError:
+            ctx.log.exception("caught %s", me)
+        return None
 
 
 # -- node processes ---------------------------------------------------------------------

@@ -74,6 +74,15 @@ def cluster(tmp_path: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
+def browser() -> Iterator[str]:
+    """A headless Chromium (tests.browser); yields its DevTools HTTP address."""
+    from tests.browser import chromium
+
+    with chromium() as devtools:
+        yield devtools
+
+
+@pytest.fixture
 def log_dir() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="jobgrove-logs-") as path:
         yield path

@@ -186,8 +186,7 @@ def test_redis_unavailable_exits_3(tmp_path: Path) -> None:
     pytest.param("log dir not writable", "log dir {tmp}/locked: not writable by this user",
                  marks=pytest.mark.skipif(os.geteuid() == 0,
                                           reason="root writes anywhere")),
-    ("listen port in use", "cannot listen on 127.0.0.1:{port}: Address already in use "
-     "(another process listens there); choose another port with --listen HOST:PORT"),
+    ("listen port in use", "cannot listen on 127.0.0.1:{port}: the port is already in use"),
     ("import missing", "--import no_such_module_zz: ModuleNotFoundError"),
     ("import raising", "--import badkinds: RuntimeError: cannot load the kinds"),
 ])

@@ -18,6 +18,7 @@ import pykka
 from jobgrove.actors.base import Actor, handles
 from jobgrove.actors.messages import JobDone, RunJob, UndoDone
 from jobgrove.errors import JobAbortedError, JobFailedError
+from jobgrove.jobs import output
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,15 @@ class JobActor(Actor):
 
     @handles(RunJob)
     def _on_run(self, message: RunJob) -> None:
+        # While the job's code runs, its print() and logging go to its log.
+        routed = output.current.set(message.ctx.log.job_log)
         try:
             if message.undo:
                 self._undo(message)
             else:
                 self._run(message)
         finally:
+            output.current.reset(routed)
             message.ctx.log.close()
 
     def _run(self, msg: RunJob) -> None:

@@ -33,6 +33,7 @@ from jobgrove.client import graft
 from jobgrove.errors import JobgroveError
 from jobgrove.jobs.api import Job, JobContext, TreeContext, kind_class
 from jobgrove.jobs.log import GrowthListener, JobLog
+from jobgrove.jobs.output import JobLogger
 from jobgrove.messaging.records import Claim
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
@@ -127,7 +128,8 @@ class TreeSupervisor(Actor):
             return graft(store, registry, under, spec)
 
         return JobContext(
-            job_id=claim.id, root=root, node=self.node_name, params=params, log=log_file,
+            job_id=claim.id, root=root, node=self.node_name, params=params,
+            log=JobLogger(log_file),
             results=claim.results, children=list(claim.spec.get("children", [])),
             context=TreeContext(claim.context, write_context), abort_event=threading.Event(),
             abort_grace=self.abort_grace, result=result, parent=claim.spec.get("parent"),

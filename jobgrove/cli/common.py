@@ -1,13 +1,16 @@
 """What every command shares: exit codes, the usage error, the client from the global
-options, reading a spec file, printing JSON."""
+options, reading a spec file, printing JSON, and the terminal console."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from jobgrove.client import Client
 from jobgrove.core.states import State
@@ -16,6 +19,8 @@ from jobgrove.errors import JobgroveError
 from jobgrove.messaging.connection import redis_url
 
 OK, NOT_SUCCESS, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
+#: Wide enough that no record is ever wrapped when the output is not a terminal.
+_PIPE_WIDTH = 1_000_000
 
 
 class UsageError(JobgroveError):
@@ -24,6 +29,26 @@ class UsageError(JobgroveError):
 
 def client_from(args: argparse.Namespace) -> Client:
     return Client(redis_url(args.redis), namespace=args.namespace)
+
+
+def viewer_url(address: str, tree_id: str | None = None) -> str:
+    """The viewer page of a node endpoint (``host:port``), opened on ``tree_id``. A
+    wildcard host (the node listens on every address) is shown as this host's name."""
+    host, _, port = address.rpartition(":")
+    if host in ("0.0.0.0", "[::]", "::"):
+        address = f"{socket.gethostname()}:{port}"
+    return f"http://{address}/" + (f"#tree={tree_id}" if tree_id else "")
+
+
+def console() -> Console:
+    """The console commands print with. Into a pipe or a file: no colour, no wrapping
+    and no cropping, so each record stays one line (``rich`` would wrap at 80 columns).
+    On a terminal, records print with ``soft_wrap=True`` (``record``) so the terminal,
+    not a newline, folds a long one."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(width=_PIPE_WIDTH, soft_wrap=True, no_color=True, highlight=False,
+                   emoji=False)
 
 
 def print_json(value: Any) -> None:

@@ -15,8 +15,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from jobgrove.cli.common import viewer_url
 from jobgrove.config import DEFAULT_LISTEN, NodeConfig, node_name, parse_setting, settings
 from jobgrove.errors import JobgroveError
+from jobgrove.jobs.output import OutsideJobs
 from jobgrove.messaging.connection import redis_url
 from jobgrove.node import Node
 
@@ -44,14 +46,14 @@ def _show(default: Any) -> str:
 
 def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, type=_argument_type("name", node_name),
-                        help="this node's name (jobs name the node they run on)")
+                        help="this node's name (jobs name the node they run on) (required)")
     for field in settings():
         flag = field.metadata.get("flag")
         if flag is None:
             continue
         default = DEFAULT_LISTEN if field.name == "listen" else field.default
         help_text = field.metadata["help"].split(" (an embedded")[0]
-        if "default:" not in help_text and not field.metadata.get("repeat"):
+        if "default:" not in help_text:
             help_text += f" (default: {_show(default)})"
         parse = _argument_type(field.name, functools.partial(parse_setting, field))
         if field.metadata.get("repeat"):
@@ -78,8 +80,15 @@ def config_from(args: argparse.Namespace) -> NodeConfig:
 
 
 def run_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level),
+    level = getattr(logging, args.log_level or "INFO")
+    # The root logger lets INFO through whatever --log-level says, so that job code's
+    # logging.info reaches its job's log; --log-level filters what the node prints,
+    # and what jobs log never shows up here (OutsideJobs).
+    logging.basicConfig(level=min(level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+        handler.addFilter(OutsideJobs())
     node = Node(args.name, redis=redis_url(args.redis), config=config_from(args))
     signals = {"count": 0}
     first, second = threading.Event(), threading.Event()
@@ -91,8 +100,14 @@ def run_node(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     node.start()
-    print(f"node {node.name} running; endpoint {node.address or 'disabled'}; "
-          f"logs in {node.log_dir}", file=sys.stderr, flush=True)
+    if node.address:
+        viewer = f"viewer {viewer_url(node.address)}"
+        if node.secret is not None:
+            viewer += " (add ?token=... from `jobgrove token --secret-file FILE`)"
+    else:
+        viewer = "no endpoint (--listen none)"
+    print(f"node {node.name} running: {viewer}; job logs in {node.log_dir}",
+          file=sys.stderr, flush=True)
     while not first.wait(0.5):
         pass
     log.info("stopping gracefully: nothing new starts; running jobs finish "

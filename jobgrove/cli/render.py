@@ -12,6 +12,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from jobgrove.core.states import State
+from jobgrove.core.status import STATE_ORDER as STATE_NAMES
 from jobgrove.core.status import counts, is_done
 
 STYLE = {
@@ -28,7 +29,10 @@ def duration(job: dict[str, Any], now: float | None = None) -> str:
     started, finished = job.get("started"), job.get("finished")
     if started is None:
         return ""
-    seconds = (finished if finished is not None else (now or time.time())) - started
+    return seconds_text((finished if finished is not None else (now or time.time())) - started)
+
+
+def seconds_text(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
@@ -45,7 +49,14 @@ def progress_bar(fraction: Any, width: int = 12) -> str:
     return f"[{'#' * done}{'.' * (width - done)}] {fraction * 100:3.0f}%"
 
 
-def _label(job: dict[str, Any], now: float) -> Text:
+def counts_text(counts: dict[str, int]) -> str:
+    """``3/7 ok, 1 running, 3 waiting``: successes of the total, then the other states."""
+    rest = [f"{counts[s]} {s.lower()}" for s in STATE_NAMES
+            if s != State.SUCCESS and counts.get(s)]
+    return ", ".join([f"{counts.get(State.SUCCESS, 0)}/{counts.get('total', 0)} ok", *rest])
+
+
+def _label(job: dict[str, Any], now: float, note: str | None = None) -> Text:
     state = job["state"]
     text = Text()
     text.append(f"{ICON.get(state, '?')} {state:<8}", style=STYLE.get(state, ""))
@@ -69,12 +80,18 @@ def _label(job: dict[str, Any], now: float) -> Text:
         text.append(f"  {job['summary']}", style=STYLE.get(state, ""))
     if job.get("cause") and job["cause"] != job["id"] and state == State.ABORTED:
         text.append(f"  (cause {job['cause'][:8]})", style="dim")
+    if note:
+        text.append(f"  {note}", style="yellow")
     return text
 
 
-def draw_tree(status: dict[str, Any], now: float | None = None) -> RenderableType:
+def draw_tree(status: dict[str, Any], now: float | None = None,
+              notes: dict[str, str] | None = None) -> RenderableType:
+    """The tree, its jobs labelled; ``notes``: a remark per job id (``waiting for node
+    X (lost)``)."""
     now = now or time.time()
-    tree = Tree(_label(status, now))
+    notes = notes or {}
+    tree = Tree(_label(status, now, notes.get(status["id"])))
     stack: list[tuple[Tree, dict[str, Any]]] = [(tree, status)]
     while stack:
         branch, job = stack.pop()
@@ -85,7 +102,7 @@ def draw_tree(status: dict[str, Any], now: float | None = None) -> RenderableTyp
         shown = sorted(children, key=lambda c: order.get(c["state"], 9))[:MAX_CHILDREN] \
             if len(children) > MAX_CHILDREN else children
         for child in shown:
-            stack.append((branch.add(_label(child, now)), child))
+            stack.append((branch.add(_label(child, now, notes.get(child["id"]))), child))
         hidden = [c for c in children if c not in shown] if len(children) > MAX_CHILDREN else []
         if hidden:
             tally: dict[str, int] = {}
@@ -101,12 +118,14 @@ def draw_tree(status: dict[str, Any], now: float | None = None) -> RenderableTyp
 
 def follow(fetch: Callable[[], dict[str, Any]], wait_change: Callable[[float], object],
            console: Console, extra: Callable[[dict[str, Any]], RenderableType | None]
-           | None = None) -> dict[str, Any]:
+           | None = None, notes: Callable[[dict[str, Any]], dict[str, str]] | None = None
+           ) -> dict[str, Any]:
     """Redraw the tree live until it is done; returns the final status."""
     status = fetch()
     with Live(console=console, refresh_per_second=8, transient=False) as live:
         while True:
-            parts: list[RenderableType] = [draw_tree(status)]
+            parts: list[RenderableType] = [
+                draw_tree(status, notes=notes(status) if notes else None)]
             more = extra(status) if extra else None
             if more is not None:
                 parts.append(more)
@@ -126,4 +145,5 @@ def follow_tree(client: Any, tree_id: str, console: Console,
     re-read) and at least four times a second."""
     root = client.store.resolve_root(tree_id)
     with client.store.tree_hints(root) as hints:
-        return follow(lambda: client.status(root), hints.wait, console, extra)
+        return follow(lambda: client.status(root), hints.wait, console, extra,
+                      notes=client.waiting_notes)

@@ -74,6 +74,8 @@ class JobSpec:
     params: dict[str, Any]
     children: tuple[str, ...]
     depth: int
+    #: Where it is in the spec (``root.children[1]``), for messages about it.
+    path: str = ""
     retries: int = 0
     retry_delay: float = DEFAULT_RETRY_DELAY
     #: Seconds the job may run (None: no limit); then it is aborted and FAILED.
@@ -314,7 +316,7 @@ def _flatten(stack: list[_Work], kinds: Mapping[str, KindInfo], root_id: str,
             raise SpecError(path, f"tree larger than the limit of {MAX_JOBS} jobs")
         child_ids = tuple(new_id() for _ in raw_children)
         jobs.append(JobSpec(job_id, root_id, parent, node, kind_name, title or kind_name,
-                            params, child_ids, depth, retries, retry_delay, timeout))
+                            params, child_ids, depth, path, retries, retry_delay, timeout))
         for index in range(len(raw_children) - 1, -1, -1):
             stack.append((raw_children[index], f"{path}.children[{index}]",
                           child_ids[index], job_id, node, depth + 1))

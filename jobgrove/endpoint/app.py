@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import shutil
 import tempfile
@@ -32,9 +31,9 @@ from jobgrove.actors.messages import (
     ViewerDrained,
     WatchTree,
 )
-from jobgrove.core.spec import MAX_NAME, TAG_KEYS
 from jobgrove.core.states import FINISHED
-from jobgrove.endpoint import auth, wire
+from jobgrove.endpoint import api, auth, wire
+from jobgrove.endpoint.api import as_json, refusal
 from jobgrove.endpoint.broadcast import LogBroadcast
 from jobgrove.endpoint.connection import Connection
 from jobgrove.endpoint.feeds import GrowthGate
@@ -43,7 +42,6 @@ from jobgrove.endpoint.lookups import Lookups
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
 from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
-from jobgrove.messaging.listing import MAX_LIMIT, list_trees, parse_cursor
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
@@ -65,43 +63,6 @@ class _Session:
 
     subs: set[str] = dataclasses.field(default_factory=set)
     watches: set[str] = dataclasses.field(default_factory=set)
-
-
-def _refusal(status: int, code: str, message: str) -> Response:
-    body = json.dumps({"type": "error", "code": code, "message": message}).encode()
-    return Response(status, body)
-
-
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(obj).encode())
-
-
-_TREES_QUERY = (*TAG_KEYS, "limit", "cursor", "token")
-
-
-def _trees_query(query: dict[str, str]) -> tuple[dict[str, str], int, str | None]:
-    """The tags, limit and cursor of ``GET /api/trees``; JobgroveError naming the
-    parameter and what it allows. An empty tag means no filter on it (the viewer's
-    empty boxes)."""
-    for key in query:
-        if key not in _TREES_QUERY:
-            raise JobgroveError(f"unknown query parameter {key[:50]!r} (allowed: "
-                                + ", ".join(_TREES_QUERY) + ")")
-    tags = {}
-    for key in TAG_KEYS:
-        value = query.get(key, "")
-        if value and (len(value) > MAX_NAME or not value.isprintable()):
-            raise JobgroveError(f"{key} must be 1 to {MAX_NAME} printable characters")
-        if value:
-            tags[key] = value
-    text = query.get("limit", "50")
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-        raise JobgroveError(f"limit must be an integer from 1 to {MAX_LIMIT}, "
-                            f"got {text[:20]!r}")
-    cursor = query.get("cursor") or None
-    if cursor is not None:
-        parse_cursor(cursor)
-    return tags, int(text), cursor
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -157,6 +118,7 @@ class Endpoint:
             log.warning("no cluster secret: binding 127.0.0.1:%d only instead of %s "
                         "(pass --secret-file to serve other hosts)", self.port, host)
             host = "127.0.0.1"
+        # An address that cannot be bound is a ConfigError saying how to fix it.
         self.server = WsServer(host, self.port, self, limits=self.limits,
                                name=f"jg-http-{self.node_name}", reserved=("/health",))
         self._spool = tempfile.mkdtemp(prefix=f"jobgrove-relay-{self.node_name}-")
@@ -255,26 +217,28 @@ class Endpoint:
     def check(self, request: Request, upgrade: bool) -> Response | None:
         host = request.header("host") or ""
         if self.secret is None and not auth.is_loopback_host(auth.split_host(host)):
-            return _refusal(403, "unauthorized", "this node has no cluster secret and only "
-                            "answers requests addressed to a loopback host")
+            return refusal(403, "unauthorized", "this node has no cluster secret and only "
+                           "answers requests addressed to a loopback host")
         origin = request.header("origin")
         if not auth.origin_allowed(origin, host, self.allowed_origins):
-            return _refusal(403, "unauthorized", f"origin {origin} is not allowed")
+            return refusal(403, "unauthorized", f"origin {origin} is not allowed")
         if self.secret is not None:
             try:
                 auth.verify_token(self.secret, auth.token_of(request))
             except auth.AuthError as exc:
-                return _refusal(401, "unauthorized", str(exc))
+                return refusal(401, "unauthorized", str(exc))
         return None
 
     def http(self, request: Request) -> Response:
         if request.path == "/health":
-            return _json(self.health())
+            return as_json(self.health())
         if request.path == "/api/trees":
-            return self._api_trees(request)
+            return api.trees(self.store, self.registry, request)
+        if request.path == "/api/nodes":
+            return api.nodes(self.registry)
         static = _STATIC.get(request.path)
         if static is None:
-            return _refusal(404, "not_found", f"no such page: {request.path[:100]}")
+            return refusal(404, "not_found", f"no such page: {request.path[:100]}")
         response = Response(200, (WEB_DIR / static[0]).read_bytes(), static[1])
         token = request.query.get("token")
         if self.secret is not None and token and static[0] == "index.html" \
@@ -294,16 +258,6 @@ class Endpoint:
                 running = None
         return {"node": self.node_name, "redis": "ok" if self.redis_ok else "unavailable",
                 "running": running}
-
-    def _api_trees(self, request: Request) -> Response:
-        try:
-            tags, limit, cursor = _trees_query(request.query)
-            page = list_trees(self.store, tags, limit=limit, cursor=cursor)
-        except StoreUnavailableError as exc:
-            return _refusal(503, "unavailable", str(exc))
-        except (JobgroveError, ValueError) as exc:
-            return _refusal(400, "bad_request", str(exc))
-        return _json({"trees": page.trees, "next": page.next_cursor})
 
     # -- websocket --------------------------------------------------------------------------
     def opened(self, conn: Connection) -> None:
@@ -330,6 +284,8 @@ class Endpoint:
             elif isinstance(request, wire.Unsubscribe):
                 session.subs.discard(request.job)
                 self._tell(UnsubscribeLog(conn, request.job))
+            elif isinstance(request, (wire.Abort, wire.Rerun)):
+                conn.push(api.action(self.store, request, conn.peer))
             elif isinstance(request, wire.Watch):
                 if request.tree not in session.watches \
                         and len(session.watches) >= MAX_WATCHES:

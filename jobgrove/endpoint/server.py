@@ -19,7 +19,6 @@ gets no more time than a silent one.
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import json
 import logging
@@ -29,6 +28,7 @@ import threading
 import time
 from typing import Protocol
 
+from jobgrove.config import listen_error
 from jobgrove.endpoint.connection import (
     GOING_AWAY,
     TOO_SLOW,
@@ -294,17 +294,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         if sock is not None:
             sock.close()
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        hint = ""
-        if exc.errno == errno.EADDRINUSE:
-            hint = (" (another process listens there); choose another port with "
-                    "--listen HOST:PORT, or port 0 for any free one")
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            hint = " (no interface of this machine has that address)"
-        elif exc.errno == errno.EACCES:
-            hint = " (ports below 1024 need privileges); choose another port with --listen"
-        reason = exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen on {where}: {reason}{hint}") from exc
+        raise ConfigError(listen_error(host, port, exc)) from exc
     sock.setblocking(False)
     return sock
 

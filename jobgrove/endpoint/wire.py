@@ -77,7 +77,22 @@ class Unwatch:
     tree: str
 
 
-WsRequest = Subscribe | Unsubscribe | Watch | Unwatch
+@dataclasses.dataclass(frozen=True)
+class Abort:
+    """Abort the tree of ``job`` as if that job had failed (the viewer's button)."""
+
+    job: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Rerun:
+    """Rerun what did not succeed in the done tree of ``job`` (not served yet: the
+    verb comes with reruns in the store; the viewer's button stays hidden until then)."""
+
+    job: str
+
+
+WsRequest = Subscribe | Unsubscribe | Watch | Unwatch | Abort | Rerun
 
 
 def _short(value: Any) -> str:
@@ -126,10 +141,14 @@ def parse_request(data: str | bytes) -> WsRequest:
         return Watch(_job_id(msg, "tree"))
     if kind == "unwatch":
         return Unwatch(_job_id(msg, "tree"))
+    if kind == "abort":
+        return Abort(_job_id(msg, "job"))
+    if kind == "rerun":
+        return Rerun(_job_id(msg, "job"))
     if "type" not in msg:
         raise WireError("bad_request", "missing field 'type'")
     raise WireError("bad_request", f"unknown type {_short(kind)} (expected subscribe, "
-                    "unsubscribe, watch or unwatch)")
+                    "unsubscribe, watch, unwatch or abort)")
 
 
 # -- outgoing ----------------------------------------------------------------------------
@@ -226,3 +245,9 @@ def progress_frame(job: str, progress: Any) -> bytes:
 
 def done_frame(tree: str, state: str) -> bytes:
     return json_frame({"type": "done", "tree": tree, "state": state})
+
+
+def aborted_frame(job: str, verdict: str, state: str) -> bytes:
+    """The answer to ``abort``: ``verdict`` ``ok`` (the tree is aborting) or
+    ``finished`` (the job had already finished: nothing done), and the job's state."""
+    return json_frame({"type": "aborted", "job": job, "verdict": verdict, "state": state})

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, TypeVar
 
 from jobgrove.core.spec import KindInfo, Param
 from jobgrove.errors import JobAbortedError, JobgroveError
-from jobgrove.jobs.log import JobLog
+from jobgrove.jobs.output import JobLogger
 
 J = TypeVar("J", bound="type[Job]")
 
@@ -152,7 +152,7 @@ class JobContext:
     and what it can do to its tree: ``graft`` jobs, report ``progress``."""
 
     def __init__(self, *, job_id: str, root: str, node: str, params: dict[str, Any],
-                 log: JobLog, results: dict[str, Any], children: list[str],
+                 log: JobLogger, results: dict[str, Any], children: list[str],
                  context: TreeContext, abort_event: threading.Event,
                  abort_grace: float, result: Any = None, parent: str | None = None,
                  attempt: int = 1, retries: int = 0, grafter: Grafter = _no_graft,
@@ -161,6 +161,9 @@ class JobContext:
         self.root = root
         self.node = node
         self.params = params
+        #: The job's log: a standard ``logging.LoggerAdapter`` (``ctx.log.warning``,
+        #: ``ctx.log.exception``...). ``print()`` and the ``logging`` module reach the
+        #: same log while the job runs (see ``jobgrove.jobs.output``).
         self.log = log
         #: Results of the children, by child id.
         self.results = results

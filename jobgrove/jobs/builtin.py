@@ -10,11 +10,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from jobgrove.core.spec import Param
 from jobgrove.errors import JobAbortedError, JobFailedError, LogWriteError
 from jobgrove.jobs.api import Job, JobContext, job_kind
+from jobgrove.jobs.output import STDERR_MARK
 from jobgrove.jobs.reaper import reap_group
 
 #: Seconds a shell job's process group gets between SIGTERM and SIGKILL.
@@ -170,12 +171,16 @@ class Shell(Job):
         try:
             proc = subprocess.Popen(argv, cwd=ctx.params.get("cwd"), env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise JobFailedError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
-        reader = threading.Thread(target=self._pump, args=(proc, ctx), daemon=True,
-                                  name=f"jobgrove-shell-{ctx.job_id[:8]}")
-        reader.start()
+        # stdout and stderr on pipes of their own, so that stderr lines can be marked
+        # (the order between the two streams is then the order they were read in).
+        readers = [threading.Thread(target=self._pump, args=(pipe, ctx, prefix), daemon=True,
+                                    name=f"jobgrove-shell-{ctx.job_id[:8]}")
+                   for pipe, prefix in ((proc.stdout, ""), (proc.stderr, STDERR_MARK))]
+        for reader in readers:
+            reader.start()
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         outcome = None
         try:
@@ -193,7 +198,8 @@ class Shell(Job):
                 self._stop(proc, 0, ctx)
             else:
                 self._reap_group(proc, ctx)
-            reader.join(timeout=2.0)
+            for reader in readers:
+                reader.join(timeout=2.0)
         if outcome == "aborted":
             raise JobAbortedError(f"aborted (exit code {proc.returncode})")
         if ctx.log.failure is not None:
@@ -207,16 +213,17 @@ class Shell(Job):
         return {"exit_code": 0}
 
     @staticmethod
-    def _pump(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:
-        """Copy the command's output to the log. Once the log cannot be written the
-        output is still read to the end, and dropped: a pump that stopped would leave
-        the command blocked on a full pipe or killed by SIGPIPE, hiding the reason."""
-        assert proc.stdout is not None
-        with proc.stdout:
-            for raw in proc.stdout:
+    def _pump(pipe: IO[bytes] | None, ctx: JobContext, prefix: str) -> None:
+        """Copy one of the command's streams to the log. Once the log cannot be written
+        the output is still read to the end, and dropped: a pump that stopped would
+        leave the command blocked on a full pipe or killed by SIGPIPE, hiding the
+        reason."""
+        assert pipe is not None
+        with pipe:
+            for raw in pipe:
                 if ctx.log.failure is None:
                     with contextlib.suppress(LogWriteError):
-                        ctx.log.write(raw.decode("utf-8", "replace").rstrip("\n"))
+                        ctx.log.write(prefix + raw.decode("utf-8", "replace").rstrip("\n"))
 
     @staticmethod
     def _reap_group(proc: subprocess.Popen[bytes], ctx: JobContext) -> None:

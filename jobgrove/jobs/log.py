@@ -86,6 +86,8 @@ class JobLog:
         self._on_growth = on_growth
         #: "cannot write the job's log: <reason>" once a write failed, else None.
         self.failure: str | None = None
+        #: The unfinished last line of each stream (``stream``), by its line prefix.
+        self._partial: dict[str, str] = {}
 
     @property
     def path(self) -> Path:
@@ -132,6 +134,16 @@ class JobLog:
         except Exception:
             _log.exception("cannot write to the log of job %s", self.job_id)
 
+    def stream(self, text: str, prefix: str = "") -> None:
+        """Text written a piece at a time (``print``, ``sys.stderr.write``): each whole
+        line goes to the log, after ``prefix``; an unfinished last line waits for the
+        rest (or ``close``). Never raises, like ``note``."""
+        with self._lock:
+            pending = self._partial.get(prefix, "") + text
+            *lines, self._partial[prefix] = pending.split("\n")
+        if lines:
+            self.note("\n".join(prefix + line for line in lines))
+
     def info(self, message: str) -> None:
         self.write(message)
 
@@ -141,6 +153,11 @@ class JobLog:
     __call__ = write
 
     def close(self) -> None:
+        with self._lock:
+            partial, self._partial = self._partial, {}
+        for prefix, rest in partial.items():
+            if rest:
+                self.note(prefix + rest)
         with self._lock:
             self._closed = True
             if self._file is not None:

@@ -71,6 +71,14 @@ class Keys:
         return f"{self.ns}:root"
 
     @property
+    def ids(self) -> str:
+        """Sorted set of every job id, all scored 0, so ``ZRANGEBYLEX`` lists the ids
+        starting with a prefix (``Store.resolve_id``). One key, hence one hash slot: the
+        lookup works on Redis Cluster too. Written at submit; deleting a tree must
+        remove its ids."""
+        return f"{self.ns}:ids"
+
+    @property
     def trees(self) -> str:
         """Sorted set of every tree's root, scored by creation time."""
         return f"{self.ns}:trees"
@@ -82,6 +90,12 @@ class Keys:
     def node_trees(self, node: str) -> str:
         """Set of trees that have (or had) jobs on ``node``."""
         return f"{self.ns}:node:{node}:trees"
+
+    def runs_on(self, node: str) -> str:
+        """Sorted set of the trees with any job assigned to ``node``, scored by creation
+        time (``list --runs-on``). Written at submit and, unlike ``node_trees``, never
+        pruned while the tree exists."""
+        return f"{self.ns}:runs-on:{node}"
 
     @property
     def nodes(self) -> str:

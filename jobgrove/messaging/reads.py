@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from jobgrove.core.ids import is_job_id
 from jobgrove.core.status import nest_status
 from jobgrove.errors import CorruptRecordError, UnknownJobError
+from jobgrove.messaging.ids import resolve_id
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Hints
 from jobgrove.messaging.records import Holder, load_json, to_float
@@ -61,6 +63,10 @@ def _status(job_id: str, root: str, fields: dict[str, str | None],
     return status
 
 
+#: For readers outside this module that build the same status objects (``listing``).
+status_record, JOB_FIELDS, META_FIELDS = _status, _PER_JOB, _META
+
+
 class StoreReads:
     """The reading half of ``Store``: connections, and trees and jobs as status objects."""
 
@@ -99,8 +105,15 @@ class StoreReads:
         return bool(self.client.ping())
 
     # -- reading -------------------------------------------------------------------
+    def resolve_id(self, text: str) -> str:
+        """The job id ``text`` stands for: a full id, or a unique prefix (``ids``)."""
+        return resolve_id(self.client, self.keys, text)
+
     @translate_errors
     def resolve_root(self, job_id: str) -> str:
+        """The root of the tree of ``job_id`` (a job id or a unique prefix of one)."""
+        if isinstance(job_id, str) and not is_job_id(job_id):
+            job_id = self.resolve_id(job_id)
         root = self.client.hget(self.keys.roots, job_id) if isinstance(job_id, str) else None
         if root is None:
             raise UnknownJobError(job_id)
@@ -137,6 +150,7 @@ class StoreReads:
 
     @translate_errors
     def job_state(self, job_id: str) -> str:
+        job_id = self.resolve_id(job_id)
         root = self.resolve_root(job_id)
         state = self.client.hget(self.keys.tree_key(root, "state"), job_id)
         if state is None:
@@ -146,6 +160,7 @@ class StoreReads:
     @translate_errors
     def job_status(self, job_id: str) -> dict[str, Any]:
         """One job's status object, without children."""
+        job_id = self.resolve_id(job_id)
         root = self.resolve_root(job_id)
         pipe = self.client.pipeline(transaction=False)
         for part in _PER_JOB:
@@ -157,26 +172,6 @@ class StoreReads:
         record = _status(job_id, root, dict(zip(_PER_JOB, values)), dict(zip(_META, meta)))
         del record["child_ids"]
         return record
-
-    @translate_errors
-    def root_statuses(self, roots: list[str]) -> list[dict[str, Any]]:
-        """The status objects (no children) of these trees' roots, in one round trip;
-        roots of trees that no longer exist are left out."""
-        pipe = self.client.pipeline(transaction=False)
-        for root in roots:
-            for part in _PER_JOB:
-                pipe.hget(self.keys.tree_key(root, part), root)
-            pipe.hmget(self.keys.tree_key(root, "meta"), _META)
-        replies = pipe.execute()
-        width = len(_PER_JOB) + 1
-        out = []
-        for i, root in enumerate(roots):
-            *values, meta = replies[i * width:(i + 1) * width]
-            if values[0] is not None:
-                record = _status(root, root, dict(zip(_PER_JOB, values)), dict(zip(_META, meta)))
-                del record["child_ids"]
-                out.append(record)
-        return out
 
     @translate_errors
     def tree_finished(self, root: str) -> bool:

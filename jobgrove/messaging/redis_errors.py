@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from jobgrove.errors import JobgroveError, StoreUnavailableError
+from jobgrove.errors import JobgroveError, RedisUrlError, StoreUnavailableError
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Replies of a Redis that is there but cannot serve us now (out of memory, a replica
@@ -18,6 +18,8 @@ _UNAVAILABLE_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadO
                        redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
                        redis.exceptions.MasterDownError)
 _UNAVAILABLE_CODES = ("BUSY", "LOADING", "MISCONF", "NOREPLICAS")
+#: Replies to the SELECT of a connection whose URL names a database the server lacks.
+_BAD_DB = ("DB index is out of range", "invalid DB index")
 
 def refuses_service(exc: Exception) -> bool:
     """An error reply meaning "Redis is there but cannot serve now" (OOM, read-only,
@@ -43,6 +45,9 @@ def translate_errors(fn: F) -> F:
         except redis.ResponseError as exc:
             if refuses_service(exc):
                 raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
+            if str(exc).startswith(_BAD_DB):
+                raise RedisUrlError(f"Redis refused the database of the URL: {exc} (the "
+                                    "server's 'databases' setting bounds it)") from exc
             raise
 
     return wrapper  # type: ignore[return-value]

@@ -104,6 +104,14 @@ class Registry:
         return bool(self.client.set(self.keys.reaper_lock(lost), reaper, nx=True, px=ttl_ms))
 
     @translate_errors
+    def mark_stopped(self, name: str, token: str) -> None:
+        """Note in the record of ``name`` that its process (``token``) stopped cleanly
+        (``node_state``); the next process of the name writes a fresh record."""
+        record = self.record(name)
+        if record is not None and record.get("lease_token") == token:
+            self.write_record(name, {**record, "stopped": True, "running": []})
+
+    @translate_errors
     def write_record(self, name: str, record: dict[str, Any]) -> None:
         self.client.hset(self.keys.nodes, name, json.dumps({**record, "seen": time.time()}))
 
@@ -139,6 +147,15 @@ class Registry:
                         **{k: v for k, v in record.items() if k not in ("running",)},
                         "alive": bool(is_alive)})
         return out
+
+
+def node_state(node: dict[str, Any]) -> str:
+    """``up`` (its lease is held), ``stopped`` (it released its name cleanly) or ``lost``
+    (its lease expired without a clean stop), for an entry of ``Registry.nodes()``."""
+    if node.get("alive"):
+        return "up"
+    # A cleanly stopped node is reaped later too (harmlessly): "stopped" stays.
+    return "stopped" if node.get("stopped") else "lost"
 
 
 def _decode(name: str, raw: str) -> dict[str, Any]:

@@ -104,6 +104,10 @@ class Store(StoreReads):
             "root": root, "title": jobs[0].title, "created": repr(now),
             "tags": json.dumps(tags), "size": len(jobs)})
         pipe.zadd(k.trees, {root: now})
+        for start in range(0, len(jobs), _CHUNK):
+            pipe.zadd(k.ids, {j.id: 0 for j in jobs[start:start + _CHUNK]})
+        for node in nodes:
+            pipe.zadd(k.runs_on(node), {root: now})
         for key, value in tags.items():
             pipe.zadd(k.tag(key, value), {root: now})
         for node in nodes:
@@ -240,16 +244,22 @@ class Store(StoreReads):
         RefusedError if the parent has started or finished, or the tree is aborting."""
         k = self.keys
         nodes = sorted({j.node for j in jobs})
+        created = float(self.client.hget(k.tree_key(root, "meta"), "created") or 0)
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(k.roots, mapping={j.id: root for j in jobs})
+        pipe.zadd(k.ids, {j.id: 0 for j in jobs})
         for node in nodes:
             pipe.sadd(k.node_trees(node), root)
+            pipe.zadd(k.runs_on(node), {root: created})
         pipe.execute()
         payload = json.dumps([[j.id, j.parent, j.node, spec_json(j), len(j.children)]
                               for j in jobs])
         reply = self._scripts["graft"](k, root, parent=parent, jobs=payload, limit=MAX_JOBS)
         if reply[0] != "ok":
-            self.client.hdel(k.roots, *(j.id for j in jobs))  # nothing was added
+            # Nothing was added: neither are the ids (the per-node index entries stay; a
+            # tree listed under a node it has no job on reads as such, harmlessly).
+            self.client.hdel(k.roots, *(j.id for j in jobs))
+            self.client.zrem(k.ids, *(j.id for j in jobs))
             raise RefusedError(f"cannot graft under {parent}: {reply[1]}")
         return [j.id for j in jobs if j.parent == parent]
 
