@@ -10,6 +10,7 @@ from jobgrove.config import NodeConfig
 from jobgrove.core.spec import Param
 from jobgrove.core.states import State
 from jobgrove.errors import (
+    BadRedisURLError,
     ConfigError,
     CorruptRecordError,
     JobAbortedError,
@@ -26,6 +27,7 @@ from jobgrove.jobs import Job, JobContext, job_kind
 from jobgrove.node import Node
 
 __all__ = [
+    "BadRedisURLError",
     "Client",
     "ConfigError",
     "CorruptRecordError",

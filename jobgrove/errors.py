@@ -64,3 +64,8 @@ class JobFailedError(JobgroveError):
 
 class WaitTimeoutError(JobgroveError, TimeoutError):
     """``Client.wait`` gave up before the tree finished."""
+
+
+class BadRedisURLError(JobgroveError, ValueError):
+    """A Redis URL that cannot be used; the one-line message names what is wrong (and
+    never shows the password)."""
