@@ -7,7 +7,7 @@ import redis
 from redis.sentinel import SentinelConnectionPool
 
 import jobgrove
-from jobgrove.errors import BadRedisURLError, JobgroveError
+from jobgrove.errors import BadRedisURLError, JobgroveError, StoreUnavailableError
 from jobgrove.messaging.connection import (
     CONNECT_TIMEOUT,
     SOCKET_TIMEOUT,
@@ -17,6 +17,7 @@ from jobgrove.messaging.connection import (
     redact_url,
 )
 from jobgrove.messaging.urls import RedisTarget
+from tests.helpers import free_port
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -183,3 +184,12 @@ def test_decoded_keeps_a_sentinel_client_on_its_service() -> None:
     assert twin.connection_pool.service_name == "svc"
     assert twin.connection_pool.connection_kwargs["decode_responses"] is True
     assert twin.connection_pool.connection_kwargs["db"] == 2
+
+
+def test_a_cluster_client_without_a_reachable_seed_is_unavailable() -> None:
+    """The cluster client reads the slot map when made: no seed answering is an outage
+    (StoreUnavailableError, exit 3), named without the password."""
+    url = f"redis+cluster://u:hunter2@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    with pytest.raises(StoreUnavailableError, match="Redis Cluster unavailable") as info:
+        connect(url)
+    assert "hunter2" not in str(info.value)
