@@ -11,6 +11,7 @@ from jobgrove.core.spec import Param
 from jobgrove.core.states import State
 from jobgrove.errors import (
     AmbiguousIdError,
+    BadRedisURLError,
     ConfigError,
     CorruptRecordError,
     JobAbortedError,
@@ -18,7 +19,7 @@ from jobgrove.errors import (
     JobgroveError,
     LogWriteError,
     NodeNameInUseError,
-    RedisUrlError,
+    RefusedError,
     SpecError,
     StoreUnavailableError,
     UnknownJobError,
@@ -30,6 +31,7 @@ from jobgrove.node import Node
 
 __all__ = [
     "AmbiguousIdError",
+    "BadRedisURLError",
     "Client",
     "ConfigError",
     "CorruptRecordError",
@@ -43,7 +45,7 @@ __all__ = [
     "NodeConfig",
     "NodeNameInUseError",
     "Param",
-    "RedisUrlError",
+    "RefusedError",
     "SpecError",
     "State",
     "StoreUnavailableError",

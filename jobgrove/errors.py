@@ -65,10 +65,6 @@ class FencedError(JobgroveError):
     a newer process registered): Redis refuses its claims and outcomes."""
 
 
-class RedisUrlError(ConfigError):
-    """A Redis URL that is malformed, or names a database the server refuses."""
-
-
 class NodeNameInUseError(JobgroveError):
     """Another live process already runs a node under this name."""
 
@@ -96,3 +92,8 @@ class LogWriteError(JobFailedError):
 
 class WaitTimeoutError(JobgroveError, TimeoutError):
     """``Client.wait`` gave up before the tree finished."""
+
+
+class BadRedisURLError(ConfigError):
+    """A Redis URL that cannot be used (malformed, or naming a database the server does
+    not have); the one-line message names what is wrong, never the password."""

@@ -31,14 +31,16 @@ from importlib import resources
 from pathlib import Path
 
 from jobgrove.config import DEFAULT_LISTEN, node_name, parse_setting, settings
-from jobgrove.errors import ConfigError
-from jobgrove.messaging.urls import check_url
+from jobgrove.errors import BadRedisURLError, ConfigError
+from jobgrove.messaging.urls import parse_redis_url
 
 BAD_INPUT = 2
 #: Keys of the launcher itself; the others are NodeConfig's (``key`` metadata).
 _OWN_KEYS = {
     "NAME": "node name (required)",
-    "REDIS_URL": "redis://HOST:PORT/DB, rediss://... or unix:///path (default: "
+    "REDIS_URL": "redis://HOST:PORT/DB, rediss://..., unix:///path, "
+                 "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] or "
+                 "redis+cluster://HOST:PORT[,HOST:PORT...] (default: "
                  "$JOBGROVE_REDIS_URL, else redis://127.0.0.1:6379/0)",
     "EXTRA_ARGS": "further `jobgrove node` options, split like a shell would (no "
                   "expansion), e.g. EXTRA_ARGS=--lease 15 --abort-grace 30",
@@ -112,12 +114,9 @@ def build_command(values: dict[str, str]) -> list[str]:
     argv = ["node", "--name", name]
     url = values.get("REDIS_URL")
     if url:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"REDIS_URL {url!r} must start with redis://, rediss:// or "
-                              "unix://")
         try:
-            check_url(url)
-        except ConfigError as exc:
+            parse_redis_url(url)
+        except BadRedisURLError as exc:  # names the problem, never the password
             raise ConfigError(f"REDIS_URL: {exc}") from None
         argv += ["--redis", url]
     for key, field in _FIELDS.items():

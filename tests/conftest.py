@@ -111,3 +111,24 @@ def client_for() -> Any:
         return Client(redis)
 
     return make
+
+
+@pytest.fixture
+def sentinel_setup() -> Iterator[Any]:
+    """A real Sentinel setup (``tests.servers.SentinelSetup``): primary, replica, three
+    sentinels; ``.url`` is its redis+sentinel:// URL. Killed and removed at teardown."""
+    from tests.servers import SentinelSetup
+
+    with SentinelSetup() as setup:
+        yield setup
+
+
+@pytest.fixture
+def cluster_setup(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A real 3-primary Redis Cluster (``tests.servers.ClusterSetup``); ``.url`` is its
+    redis+cluster:// URL. Replicas per primary: 0, or indirect parametrization
+    (``@pytest.mark.parametrize("cluster_setup", [1], indirect=True)``)."""
+    from tests.servers import ClusterSetup
+
+    with ClusterSetup(replicas=getattr(request, "param", 0)) as setup:
+        yield setup

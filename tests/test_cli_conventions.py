@@ -97,11 +97,11 @@ def test_every_option_has_help_and_shows_its_default() -> None:
 
 
 @pytest.mark.parametrize(("url", "needle"), [
-    ("foo://x", "unsupported scheme 'foo://'"),
-    ("localhost:6379", "must start with one of redis://"),
-    ("redis://localhost:99999/0", "port must be a number"),
-    ("redis://localhost/abc", "database must be a number"),
-    ("unix://", "no socket path"),
+    ("foo://x", "unknown scheme 'foo://'"),
+    ("localhost:6379", "no scheme (expected redis://"),
+    ("redis://localhost:99999/0", "bad port '99999'"),
+    ("redis://localhost/abc", "bad DB number 'abc'"),
+    ("unix://", "missing socket path"),
 ])
 @pytest.mark.parametrize("command", [("nodes",), ("status", "abcdef12"),
                                      ("node", "--name", "u1", "--listen", "none")])

@@ -121,7 +121,10 @@ BAD_CONFIGS = [
     ("NAME=ok\nLISTEN=8750\n", {}, "LISTEN '8750' is not HOST:PORT"),
     ("NAME=ok\nLISTEN=host:99999\n", {}, "is not HOST:PORT"),
     ("NAME=ok\nADVERTISE=nowhere\n", {}, "ADVERTISE 'nowhere' is not HOST:PORT"),
-    ("NAME=ok\nREDIS_URL=localhost:6379\n", {}, "REDIS_URL 'localhost:6379' must start with"),
+    ("NAME=ok\nREDIS_URL=localhost:6379\n", {}, "REDIS_URL: bad Redis URL 'localhost:6379': no "
+                                               "scheme"),
+    ("NAME=ok\nREDIS_URL=redis+sentinel://u:hunter2@h:1\n", {},
+     "REDIS_URL: bad Redis URL 'redis+sentinel://u:***@h:1': missing SERVICE"),
     ("NAME=ok\nIMPORTS=good.module bad-module\n", {}, "'bad-module' is not a Python module"),
     ("NAME=ok\nSECRET_FILE=/nonexistent/secret\n", {}, "SECRET_FILE '/nonexistent/secret'"),
     ("NAME=ok\nEXTRA_ARGS=--lease 'unbalanced\n", {}, "EXTRA_ARGS: No closing quotation"),
@@ -143,6 +146,18 @@ def test_launcher_rejects_bad_config_clearly(tmp_path: Path, content: str,
     assert result.stderr.startswith("jobgrove-node: error: "), result.stderr
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://u:pw@127.0.0.1:26379,127.0.0.1:26380/svc/1",
+                                 "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"])
+def test_launcher_takes_sentinel_and_cluster_urls(tmp_path: Path, url: str) -> None:
+    config = tmp_path / "node.conf"
+    config.write_text(f"NAME=n1\nREDIS_URL={url}\n")
+    result = subprocess.run([sys.executable, str(LAUNCHER), "--print", str(config)], cwd=REPO,
+                            env=env_without_jobgrove(), capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result
+    assert f"--redis {url}" in result.stdout
 
 
 def test_launcher_errors_of_the_node_itself_come_through(tmp_path: Path) -> None:

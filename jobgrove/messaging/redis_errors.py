@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from jobgrove.errors import JobgroveError, RedisUrlError, StoreUnavailableError
+from jobgrove.errors import BadRedisURLError, JobgroveError, StoreUnavailableError
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Replies of a Redis that is there but cannot serve us now (out of memory, a replica
@@ -46,7 +46,7 @@ def translate_errors(fn: F) -> F:
             if refuses_service(exc):
                 raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
             if str(exc).startswith(_BAD_DB):
-                raise RedisUrlError(f"Redis refused the database of the URL: {exc} (the "
+                raise BadRedisURLError(f"Redis refused the database of the URL: {exc} (the "
                                     "server's 'databases' setting bounds it)") from exc
             raise
 
