@@ -70,12 +70,67 @@ class Mark(Job):
         return {"pid": os.getpid()}
 
 
+@job_kind("jgc-flaky")
+class Flaky(Job):
+    """Appends ``<mark> <pid> <time>`` to ``params.path`` and fails while it has run at
+    most ``params.fail`` times (so it succeeds on run ``fail + 1``)."""
+
+    def run(self, ctx: JobContext) -> Any:
+        path = Path(ctx.params["path"])
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"{ctx.params['mark']} {os.getpid()} {time.time():.3f}\n")
+        done = sum(1 for line in path.read_text().splitlines()
+                   if line.split()[0] == ctx.params["mark"])
+        if done <= int(ctx.params.get("fail", 0)):
+            raise JobFailedError(f"flaky failure number {done}")
+        return {"runs": done}
+
+
+@job_kind("jgc-grafter")
+class Grafter(Job):
+    """Grafts ``params.spec`` under ``params.under`` (default: its parent)."""
+
+    def run(self, ctx: JobContext) -> Any:
+        return {"grafted": ctx.graft(ctx.params["spec"], under=ctx.params.get("under"))}
+
+
+@job_kind("jgc-stubborn")
+class Stubborn(Job):
+    """Sleeps ``params.seconds`` and ignores aborts (a job the node must fence off)."""
+
+    def run(self, ctx: JobContext) -> Any:
+        time.sleep(float(ctx.params["seconds"]))
+        return None
+
+
+@job_kind("jgc-progress")
+class Progress(Job):
+    """Reports half way, waits for the file ``params.path``, returns ``params.result``."""
+
+    def run(self, ctx: JobContext) -> Any:
+        ctx.progress(0.5, "half way")
+        gate = Path(ctx.params["path"])
+        while not gate.exists():
+            if ctx.wait(0.01):
+                raise JobAbortedError("aborted at the gate")
+        ctx.progress(1.0, "done")
+        return ctx.params.get("result")
+
+
+@job_kind("jgc-collect")
+class Collect(Job):
+    """Returns what its children returned (to check they reach the parent)."""
+
+    def run(self, ctx: JobContext) -> Any:
+        return {"children": [ctx.results.get(c) for c in ctx.children]}
+
+
 def runs(path: Path) -> dict[str, list[int]]:
     """What ``jgc-mark`` jobs wrote to ``path``: mark -> pids of the runs."""
     out: dict[str, list[int]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
-            mark, pid = line.split()
+            mark, pid = line.split()[:2]
             out.setdefault(mark, []).append(int(pid))
     return out
 

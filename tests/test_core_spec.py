@@ -414,3 +414,58 @@ def test_builtin_limits_inclusive(kinds: dict[str, KindInfo]) -> None:
     parse_spec({"kind": "shell", "node": "n", "params": {
         "command": ["x" * 131_071], "env": {"A_1": "é"}, "cwd": "/", "timeout": 0.1,
         "grace": 0}}, kinds)
+
+
+# -- attempts: retries, retry_delay, timeout ----------------------------------------------
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("retries", -1, "root.children[0].retries: must be between 0 and 100, got -1"),
+    ("retries", 101, "root.children[0].retries: must be between 0 and 100, got 101"),
+    ("retries", 2.5, "root.children[0].retries: must be an integer, got float"),
+    ("retries", True, "root.children[0].retries: must be an integer, got bool"),
+    ("retries", "3", "root.children[0].retries: must be an integer, got str"),
+    ("retry_delay", "soon", "root.children[0].retry_delay: must be a number of seconds"),
+    ("retry_delay", -1, "root.children[0].retry_delay: retry_delay must be between 0 and 300"),
+    ("retry_delay", 301, "root.children[0].retry_delay: retry_delay must be between 0 and 300"),
+    ("timeout", "10s", "root.children[0].timeout: must be a number of seconds, got str"),
+    ("timeout", 0, "root.children[0].timeout: must be more than 0 seconds"),
+    ("timeout", 1e10, "root.children[0].timeout: timeout must be between 0 and 2,678,400 seconds (31 days)"),
+    ("timeout", float("inf"), "root.children[0].timeout: timeout must be between"),
+])
+def test_attempt_fields_are_checked_and_named(kinds: dict[str, KindInfo], field: str,
+                                              value: Any, needle: str) -> None:
+    spec = {"kind": "noop", "node": "n1", "children": [{"kind": "noop", field: value}]}
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec, kinds)
+    assert needle in str(err.value)
+
+
+def test_attempt_fields_reach_the_jobs(kinds: dict[str, KindInfo]) -> None:
+    jobs, _ = parse_spec({"kind": "noop", "node": "n1", "retries": 3, "retry_delay": 0.5,
+                          "timeout": 60, "children": [{"kind": "noop"}]}, kinds)
+    root, child = jobs
+    assert (root.retries, root.retry_delay, root.timeout) == (3, 0.5, 60.0)
+    assert (child.retries, child.retry_delay, child.timeout) == (0, 1.0, None)
+    assert [root.retry_wait(a) for a in (1, 2, 3, 12)] == [0.5, 1.0, 2.0, 300.0]
+
+
+def test_graft_specs_are_checked_like_a_submit(kinds: dict[str, KindInfo]) -> None:
+    from jobgrove.core.spec import MAX_DEPTH, MAX_JOBS, parse_graft
+
+    common = {"root": "r", "parent": "p", "parent_node": "n1", "parent_depth": 2,
+              "tree_size": 10}
+    jobs = parse_graft([{"kind": "noop"}, {"kind": "noop", "node": "n2",
+                                           "children": [{"kind": "noop"}]}], kinds, **common)
+    assert [(j.parent == "p", j.node, j.depth) for j in jobs][:2] == [
+        (True, "n1", 3), (True, "n2", 3)]
+    assert jobs[2].node == "n2" and jobs[2].depth == 4
+    for bad, needle in [({"kind": "noop", "retries": -2}, "graft.retries"),
+                        ([{"kind": "noop"}, {"kind": "nope"}], "graft[1].kind"),
+                        ({"kind": "noop", "tags": {"workspace": "w"}}, "graft.tags"),
+                        ([], "graft: nothing to add"), ("noop", "graft: a job must be")]:
+        with pytest.raises(SpecError) as err:
+            parse_graft(bad, kinds, **common)
+        assert needle in str(err.value), (bad, str(err.value))
+    with pytest.raises(SpecError, match="larger than the limit"):
+        parse_graft({"kind": "noop"}, kinds, **{**common, "tree_size": MAX_JOBS})
+    with pytest.raises(SpecError, match="deeper than the limit"):
+        parse_graft({"kind": "noop"}, kinds, **{**common, "parent_depth": MAX_DEPTH})

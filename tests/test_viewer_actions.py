@@ -72,7 +72,7 @@ def test_abort_with_confirmation_cause_titles_and_counts(cluster: Cluster, brows
                  timeout=10, what=f"derived state in the list "
                                   f"({text_of(page, entry)!r})")
         assert visible(page, "abort-job") and visible(page, "abort-tree")
-        assert not visible(page, "rerun")  # until the rerun verb exists
+        assert not visible(page, "rerun")  # only for a done tree that did not succeed
 
         # Abort asks first; Cancel sends nothing.
         click(page, "#abort-job")
@@ -111,6 +111,18 @@ def test_abort_with_confirmation_cause_titles_and_counts(cluster: Cluster, brows
         click(page, f"{lint_row} + .summary .cause a")
         wait_for(lambda: page.js(f"document.querySelector('.job[data-id=\"{build}\"]')"
                                  ".classList.contains('selected')"), timeout=5)
+
+        # The tree is done and did not succeed: it can run again, after a confirmation.
+        wait_for(lambda: visible(page, "rerun"), timeout=10, what="the rerun button")
+        click(page, "#rerun")
+        assert visible(page, "confirm") and "Rerun" in text_of(page, "#confirm-text")
+        click(page, "#confirm-yes")
+        wait_for(lambda: client.status(root)["run"] == 2, timeout=10, what="run 2")
+        wait_for(lambda: "run 2" in text_of(page, "#tree-banner")
+                 or text_of(page, f"{lint_row} .state") in ("WAITING", "RUNNING"),
+                 timeout=10, what="the page to show the tree running again")
+        wait_for(lambda: text_of(page, f"{lint_row} .state") in ("WAITING", "RUNNING"),
+                 timeout=10, what=f"lint again ({text_of(page, lint_row)!r})")
     finally:
         page.close()
 

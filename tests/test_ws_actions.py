@@ -1,5 +1,5 @@
 """Actions over the websocket (what the viewer's buttons send): ``abort`` acts like
-``jobgrove abort``; ``rerun`` is refused until the store has it; both need the same
+``jobgrove abort``; ``rerun`` as ``jobgrove rerun``; both need the same
 credentials as the page; and the JSON API the viewer lists trees and nodes with."""
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def test_abort_over_the_websocket(cluster: Cluster) -> None:
         ws.send(json.dumps({"type": "abort", "job": child[:8]}))  # the wire takes full ids
         assert recv_json(ws)["code"] == "bad_request"
         ws.send(json.dumps({"type": "rerun", "job": root}))
+        assert recv_json(ws) == {"type": "rerun", "tree": root, "run": 2}
+        ws.send(json.dumps({"type": "rerun", "job": root}))  # it is not done now
         frame = recv_json(ws)
-        assert frame["code"] == "bad_request" and "rerun is not available" in frame["message"]
+        assert frame["code"] == "bad_request" and "cannot rerun" in frame["message"]
         ws.send(json.dumps({"type": "subscribe", "job": UUID}))  # still usable
         assert recv_json(ws)["code"] == "not_found"
 

@@ -206,11 +206,13 @@ class NodeActor(Actor):
                                     self.upkeep.registry)
 
     def _forget(self, root: str) -> None:
-        """The tree is done and nothing of it runs here: drop it from this node's set."""
+        """The tree is done and nothing of it runs here: drop it from this node's set
+        (after one more look: a rerun may have just made it run again)."""
         self.outbox.forget_tree(root)
         self.health.tree_errors.forget(root)
-        self.health.call("forget", functools.partial(self.store.forget_node_tree,
-                                                     self.name, root))
+        if self.health.call("done check", functools.partial(self.store.tree_finished, root)):
+            self.health.call("forget", functools.partial(self.store.forget_node_tree,
+                                                         self.name, root))
 
     def _redis_changed(self, ok: bool, detail: str) -> None:
         if not ok:

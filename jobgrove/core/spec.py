@@ -186,8 +186,9 @@ def _number(path: str, value: Any, low: float, high: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(path, f"must be a number of seconds, got {type(value).__name__}")
     if not math.isfinite(value) or not low <= value <= high:
-        raise SpecError(path, f"{what} must be between {low:g} and {high:g} seconds, "
-                              f"got {value!r}")
+        days = f" ({high / 86400:g} days)" if high >= 86400 else ""
+        raise SpecError(path, f"{what} must be between {low:,g} and {high:,.0f} seconds"
+                              f"{days}, got {value!r}")
     return float(value)
 
 

@@ -1,6 +1,6 @@
 """What the viewer asks of a node besides logs and tree watches: the JSON answers of
 ``GET /api/trees`` and ``GET /api/nodes``, and the actions sent over the websocket
-(``abort``; ``rerun`` once the store has it).
+(``abort``, ``rerun``).
 
 Actions travel on the websocket, not as HTTP requests with a body: the websocket is
 authenticated (token, Origin) at its upgrade exactly like the page, and the HTTP side
@@ -17,7 +17,12 @@ from jobgrove.core.spec import MAX_NAME, TAG_KEYS
 from jobgrove.core.status import STATE_ORDER
 from jobgrove.endpoint import wire
 from jobgrove.endpoint.http import Request, Response
-from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
+from jobgrove.errors import (
+    JobgroveError,
+    RefusedError,
+    StoreUnavailableError,
+    UnknownJobError,
+)
 from jobgrove.messaging.listing import MAX_LIMIT, list_trees, parse_cursor
 from jobgrove.messaging.registry import Registry, node_state
 from jobgrove.messaging.store import Store
@@ -101,13 +106,16 @@ def nodes(registry: Registry) -> Response:
 
 def action(store: Store, request: wire.Abort | wire.Rerun, peer: str) -> bytes:
     """Carry out a viewer's action; the frame that answers it."""
-    if isinstance(request, wire.Rerun):
-        return wire.error_frame("bad_request", "rerun is not available on this node yet",
-                                job=request.job)
     try:
+        if isinstance(request, wire.Rerun):
+            root, run = store.rerun(request.job)
+            log.info("viewer %s reran tree %s (run %d)", peer, root, run)
+            return wire.rerun_frame(root, run)
         outcome = store.abort(request.job)
     except UnknownJobError as exc:
         return wire.error_frame("not_found", str(exc), job=request.job)
+    except RefusedError as exc:
+        return wire.error_frame("bad_request", str(exc), job=request.job)
     except StoreUnavailableError as exc:
         return wire.error_frame("unavailable", str(exc), job=request.job)
     log.info("viewer %s aborted job %s: %s (%s)", peer, request.job, outcome.verdict,

@@ -320,6 +320,10 @@ class LogBroadcast(Actor):
                 if progressed(states.get(job), seen):
                     states[job] = seen
                     conn.push(wire.status_frame(find(msg.status, job) or {}))
+            # Progress reported before the tree's channel was live reached nobody.
+            for item in walk(msg.status):
+                if item["state"] == State.RUNNING and item.get("progress"):
+                    conn.push(wire.progress_frame(item["id"], item["progress"]))
         for job, (_, state) in fresh.items():
             self._job_state(job, state)
 

@@ -86,8 +86,7 @@ class Abort:
 
 @dataclasses.dataclass(frozen=True)
 class Rerun:
-    """Rerun what did not succeed in the done tree of ``job`` (not served yet: the
-    verb comes with reruns in the store; the viewer's button stays hidden until then)."""
+    """Rerun what did not succeed in the done tree of ``job``."""
 
     job: str
 
@@ -245,6 +244,11 @@ def progress_frame(job: str, progress: Any) -> bytes:
 
 def done_frame(tree: str, state: str) -> bytes:
     return json_frame({"type": "done", "tree": tree, "state": state})
+
+
+def rerun_frame(tree: str, run: int) -> bytes:
+    """The answer to ``rerun``: the tree runs again, as run number ``run``."""
+    return json_frame({"type": "rerun", "tree": tree, "run": run})
 
 
 def aborted_frame(job: str, verdict: str, state: str) -> bytes:

@@ -272,15 +272,20 @@ class Store(StoreReads):
         # The nodes forgot the tree when it was done: tell them it has work again
         # (idempotent, before the script, so no node can miss it).
         nodes = self.client.smembers(k.tree_key(root, "nodes"))
-        if nodes:
-            pipe = self.client.pipeline(transaction=False)
-            for node in nodes:
-                pipe.sadd(k.node_trees(node), root)
-            pipe.execute()
+        self._remember_on(nodes, root)
         reply = self._scripts["rerun"](k, root)
         if reply[0] != "ok":
             raise RefusedError(f"cannot rerun tree {root}: {reply[1]}")
+        # Again after: a node that saw the tree done just before may have dropped it
+        # from its set meanwhile (it re-reads the tree first, so only just before).
+        self._remember_on(nodes, root)
         return root, int(reply[1])
+
+    def _remember_on(self, nodes: Iterable[str], root: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.sadd(self.keys.node_trees(node), root)
+        pipe.execute()
 
     @translate_errors
     def set_progress(self, root: str, job_id: str, token: str, fraction: float,

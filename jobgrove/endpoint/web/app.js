@@ -8,9 +8,8 @@
 // a viewer token for a cluster with a secret.
 "use strict";
 
-// The actions offered. Rerun comes with the rerun verb of the store (a node answers
-// it with an error until then): set `rerun: true` to show its button.
-const ACTIONS = { abort: true, rerun: false };
+// The actions offered (each behind a confirmation; the node checks the token).
+const ACTIONS = { abort: true, rerun: true };
 const FINISHED = ["SUCCESS", "FAILED", "ABORTED"];
 const STATES = ["NEW", "WAITING", "RUNNING", "SUCCESS", "FAILED", "ABORTED"];
 // A log line a job wrote to stderr (after its timestamp).
@@ -104,6 +103,10 @@ function handle(frame) {
   switch (frame.type) {
     case "tree": renderTree(frame.tree); break;
     case "status": updateJob(frame); break;
+    case "progress": updateProgress(frame); break;
+    case "rerun":
+      if (frame.tree === view.treeId) banner(`tree running again (run ${frame.run})`);
+      break;
     case "done":
       if (frame.tree === view.treeId) banner(`tree ${frame.state}`);
       break;
@@ -270,6 +273,13 @@ function renderJob(job) {
   return li;
 }
 
+function updateProgress(frame) {
+  const entry = view.jobs.get(frame.job);
+  if (!entry) return;
+  entry.data.progress = frame.progress;
+  renderSummary(entry);
+}
+
 function jobTitle(id) {
   const entry = view.jobs.get(id);
   return entry ? (entry.data.title || entry.data.kind) : short(id);
@@ -281,6 +291,15 @@ function renderSummary(entry) {
   const job = entry.data;
   const box = entry.summary;
   box.replaceChildren();
+  if (job.attempt > 1) box.append(el("span", "attempt", `attempt ${job.attempt}`));
+  const progress = job.progress;
+  if (job.state === "RUNNING" && progress && typeof progress.fraction === "number") {
+    const bar = el("progress", "progress");
+    bar.max = 1;
+    bar.value = progress.fraction;
+    box.append(bar, el("span", "progress-text",
+      `${Math.round(progress.fraction * 100)}%${progress.message ? " " + progress.message : ""}`));
+  }
   if (job.summary) box.append(el("span", "", job.summary));
   if (job.state === "ABORTED" && job.cause) {
     const cause = el("span", "cause");
@@ -312,6 +331,8 @@ function updateJob(frame) {
   Object.assign(entry.data, {
     state: frame.state, summary: frame.summary, cause: frame.cause,
     started: frame.started ?? entry.data.started, finished: frame.finished ?? entry.data.finished,
+    attempt: frame.attempt ?? entry.data.attempt,
+    progress: frame.state === "RUNNING" ? entry.data.progress : null,
   });
   entry.state.textContent = frame.state;
   entry.state.className = "state " + frame.state;
