@@ -428,7 +428,8 @@ def test_builtin_limits_inclusive(kinds: dict[str, KindInfo]) -> None:
     ("retry_delay", 301, "root.children[0].retry_delay: retry_delay must be between 0 and 300"),
     ("timeout", "10s", "root.children[0].timeout: must be a number of seconds, got str"),
     ("timeout", 0, "root.children[0].timeout: must be more than 0 seconds"),
-    ("timeout", 1e10, "root.children[0].timeout: timeout must be between 0 and 2,678,400 seconds (31 days)"),
+    ("timeout", 1e10,
+     "root.children[0].timeout: timeout must be between 0 and 2,678,400 seconds (31 days)"),
     ("timeout", float("inf"), "root.children[0].timeout: timeout must be between"),
 ])
 def test_attempt_fields_are_checked_and_named(kinds: dict[str, KindInfo], field: str,

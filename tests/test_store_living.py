@@ -211,3 +211,59 @@ def test_graft_refusals_name_the_reason_and_write_nothing(backend: Any) -> None:
     store.abort(root)
     model.abort(root)
     assert graft(store, model, root, {"kind": "noop"}) == "the tree is aborting"
+
+
+def test_concurrent_grafts_and_a_racing_failure_leave_a_consistent_tree(
+        redis_url: str) -> None:
+    """Eight connections graft under the root at once while a running child fails (and
+    aborts the tree): each graft lands whole or not at all, and the tree ends right."""
+    import threading
+
+    store = make_store(redis_url)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [
+        {"kind": "noop"}, {"kind": "noop"}]})
+    claims = store.claim(root, "n1", 5)
+    assert len(claims) == 2
+    barrier = threading.Barrier(9)
+    results: dict[int, list[str] | str] = {}
+
+    def grafter(index: int) -> None:
+        own = make_store(redis_url)
+        root_, node, depth, size = own.graft_target(root)
+        jobs = parse_graft([{"kind": "noop", "title": f"g{index}-{k}"} for k in range(3)],
+                           kind_infos(), root=root_, parent=root, parent_node=node,
+                           parent_depth=depth, tree_size=size)
+        barrier.wait(timeout=10)
+        try:
+            results[index] = own.graft(root_, root, jobs)
+        except RefusedError as exc:
+            results[index] = str(exc)
+
+    def failer() -> None:
+        own = make_store(redis_url)
+        own.holder = store.holder
+        barrier.wait(timeout=10)
+        own.finish(root, claims[0].id, claims[0].token, False, "boom")
+
+    threads = [threading.Thread(target=grafter, args=(i,)) for i in range(8)]
+    threads.append(threading.Thread(target=failer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    store.finish(root, claims[1].id, claims[1].token, True)
+    flat = store.tree_flat(root)
+    landed = [r for r in results.values() if isinstance(r, list)]
+    refused = [r for r in results.values() if isinstance(r, str)]
+    assert len(landed) + len(refused) == 8
+    assert all("aborting" in r for r in refused)
+    # Every graft that landed is whole, under the root; nothing of a refused one exists.
+    grafted = [j for j in flat.values() if (j["title"] or "").startswith("g")]
+    assert len(grafted) == 3 * len(landed)
+    assert sorted(flat[root]["child_ids"][2:]) == sorted(i for ids in landed for i in ids)
+    # The tree ended: the failure aborted everything that had not finished.
+    assert store.tree_finished(root)
+    assert flat[claims[0].id]["state"] == "FAILED"
+    assert all(j["state"] == "ABORTED" for j in grafted)
+    assert flat[root]["state"] == "ABORTED" and flat[root]["cause"] == claims[0].id
+    assert store.client.scard(store.keys.tree_key(root, "open")) == 0
