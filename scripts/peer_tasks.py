@@ -21,6 +21,7 @@ def noop() -> None:
 
 app = Celery("peer_tasks", broker=REDIS_URL, backend=REDIS_URL)
 # Celery's defaults otherwise (prefetch multiplier 4, acks on receipt, JSON, results
-# stored in Redis: a chord needs them).
+# stored in Redis: a chord needs them); this one only silences a warning at start.
+app.conf.broker_connection_retry_on_startup = True
 # The same function as a Celery task; ``noop`` itself stays the plain function RQ calls.
 celery_noop = app.task(name="peer_tasks.noop")(noop)
