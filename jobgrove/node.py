@@ -20,6 +20,7 @@ from jobgrove._version import __version__
 from jobgrove.actors.lease import Lease
 from jobgrove.actors.messages import Hint, HintKind, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
+from jobgrove.actors.stats import NodeStats
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
 from jobgrove.config import NodeConfig, node_name
@@ -84,6 +85,8 @@ class Node:
         self.lease = Lease(self.registry, name, self.config.lease)
         self.actor: pykka.ActorRef[Any] | None = None
         self._listener: Listener | None = None
+        #: What GET /metrics reports (counted by the actors).
+        self.stats = NodeStats(self.concurrency)
         self._ticker: Ticker | None = None
         self._lock = threading.Lock()
 
@@ -134,7 +137,8 @@ class Node:
                 self.actor = NodeActor.start(
                     self.store, self.name, concurrency=self.concurrency, log_dir=self.log_dir,
                     abort_grace=config.abort_grace, upkeep=upkeep,
-                    on_log_growth=self.on_log_growth)
+                    on_log_growth=self.on_log_growth, log_keep=config.log_keep_bytes,
+                    stats=self.stats)
                 actor = self.actor
                 self._listener = Listener(
                     self.store, [self.keys.node_channel(self.name)],

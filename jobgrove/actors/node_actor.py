@@ -35,11 +35,12 @@ from jobgrove.actors.messages import (
     Tick,
     UndoDone,
 )
+from jobgrove.actors.stats import NodeStats
 from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.actors.upkeep import Upkeep
 from jobgrove.errors import StoreUnavailableError
 from jobgrove.jobs.log import GrowthListener
-from jobgrove.messaging.records import Claim, Finish, Verdict
+from jobgrove.messaging.records import Claim, Verdict
 from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class NodeActor(Actor):
     def __init__(self, store: Store, name: str, *, concurrency: int, log_dir: str,
                  abort_grace: float, upkeep: Upkeep,
                  on_log_growth: GrowthListener | None = None,
-                 on_redis_change: Callable[[bool, str], None] | None = None) -> None:
+                 on_redis_change: Callable[[bool, str], None] | None = None,
+                 log_keep: int = 0, stats: NodeStats | None = None) -> None:
         super().__init__()
         self.store = store
         self.name = name
@@ -69,6 +71,8 @@ class NodeActor(Actor):
         self.upkeep = upkeep
         self.on_log_growth = on_log_growth
         self.on_redis_change = on_redis_change
+        self.log_keep = log_keep  # bytes of each job's log end stored with its outcome
+        self.stats = stats or NodeStats(concurrency)
         self.slots: Slots[Ref] = Slots(concurrency)
         self.pool: RunnerPool[Ref] = RunnerPool(concurrency, JobActor.start, _stop)
         self.outbox: Outbox[Outcome] = Outbox(lambda m: m.job_id)
@@ -159,6 +163,7 @@ class NodeActor(Actor):
     def _on_tick(self, _message: Tick) -> None:
         now = time.monotonic()
         self.supervisors.stop_idle(self.slots.busy)
+        self.stats.sample(self.slots.used, len(self.outbox), self.health.ok)
         for ref in self.supervisors.all():
             ref.tell(Tick())
         if not self.health.ok:
@@ -201,7 +206,8 @@ class NodeActor(Actor):
 
     def _start_supervisor(self, root: str) -> Ref:
         return TreeSupervisor.start(self.actor_ref, self.store, root, self.name,
-                                    self.log_dir, self.abort_grace, self.on_log_growth)
+                                    self.log_dir, self.abort_grace, self.on_log_growth,
+                                    self.log_keep)
 
     def _forget(self, root: str) -> None:
         """The tree is done and nothing of it runs here: drop it from this node's set."""
@@ -213,6 +219,7 @@ class NodeActor(Actor):
     def _redis_changed(self, ok: bool, detail: str) -> None:
         if not ok:
             self.retry_at = 0.0
+            self.stats.count("redis_outages")
         self.upkeep.redis_changed(ok, detail)
         if self.on_redis_change is not None:
             self.on_redis_change(ok, detail)
@@ -241,12 +248,7 @@ class NodeActor(Actor):
         batch = self.outbox.take()
         claim = self._may_claim()
         holder = self.upkeep.holder
-        items = [Finish(m.root, m.job_id, m.token, m.ok, m.summary, m.result, self.name, claim,
-                        holder)
-                 if isinstance(m, JobDone) else Finish(m.root, m.job_id, m.token, False,
-                                                       m.summary, None, self.name,
-                                                       holder=holder)
-                 for m in batch]
+        items = [m.finish(self.name, claim, holder) for m in batch]
         try:
             outcomes = self.store.finish_many(items)
         except StoreUnavailableError as exc:
@@ -255,6 +257,7 @@ class NodeActor(Actor):
             self.outbox.put_back(batch)
             self.health.changed(False, str(exc))
             return
+        self.stats.recorded(batch, outcomes)
         ended: dict[str, list[str]] = {}
         for item, outcome in zip(items, outcomes):
             if item.ok:
@@ -308,6 +311,7 @@ class NodeActor(Actor):
             self._undo(root)
 
     def _dispatch(self, root: str, claims: list[Claim]) -> None:
+        self.stats.count("claims", len(claims))
         runners = []
         for claim in claims:
             runner = self.pool.take()
@@ -337,6 +341,7 @@ class NodeActor(Actor):
     def _reconcile(self) -> None:
         """Re-read every tree this node has jobs in, and act on what pub/sub missed."""
         self.next_reconcile = time.monotonic() + self.upkeep.reconcile_interval
+        self.stats.count("reconciliations")
         found = self.health.call("reconcile", lambda: self.upkeep.tree_flags(self.name))
         if found is None:
             return

@@ -48,7 +48,8 @@ class _Running:
 
 class TreeSupervisor(Actor):
     def __init__(self, node: pykka.ActorRef[Any], store: Store, root: str, node_name: str,
-                 log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None) -> None:
+                 log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None,
+                 log_keep: int = 0) -> None:
         super().__init__()
         self.node = node
         self.store = store
@@ -57,6 +58,7 @@ class TreeSupervisor(Actor):
         self.log_dir = log_dir
         self.abort_grace = abort_grace
         self.on_log_growth = on_log_growth
+        self.log_keep = log_keep  # bytes of a job's log end sent with its outcome
         self.running: dict[str, _Running] = {}
         self.aborting = False
 
@@ -115,7 +117,7 @@ class TreeSupervisor(Actor):
     def _start(self, claim: Claim, runner: pykka.ActorRef[Any]) -> None:
         kind = claim.spec.get("kind", "")
         params = claim.spec.get("params") or {}
-        log_file = JobLog(self.log_dir, claim.id, self.on_log_growth)
+        log_file = JobLog(self.log_dir, claim.id, self.on_log_growth, keep=self.log_keep)
         cls = kind_class(kind)
         if cls is None:
             self._fail_early(claim, log_file, f"unknown kind {kind!r} on node "
@@ -136,7 +138,9 @@ class TreeSupervisor(Actor):
         """The job cannot even start here: it fails (and its tree aborts)."""
         log_file.note(f"ERROR {summary}")
         log_file.close()
-        self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
+        self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary,
+                               kind=str(claim.spec.get("kind", "")),
+                               log_tail=log_file.tail()))
 
     def _start_undo(self, job_id: str, runner: pykka.ActorRef[Any]) -> None:
         try:
@@ -203,4 +207,6 @@ class TreeSupervisor(Actor):
                 summary = (f"did not stop within {current.grace:g}s of the abort request; "
                            "its late result will be discarded")
                 current.ctx.log.note(summary)
-                self.node.tell(Fence(self.root, job_id, current.token, summary))
+                self.node.tell(Fence(self.root, job_id, current.token, summary,
+                                     current.job.kind, None,
+                                     current.ctx.log.tail()))

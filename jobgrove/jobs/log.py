@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jobgrove.core.ids import is_job_id
+from jobgrove.jobs.tail import read_tail, utf8_tail
 
 #: Called with (job id, file size after the write) whenever a log grows.
 GrowthListener = Callable[[str, int], None]
@@ -68,7 +69,7 @@ class JobLog:
     """Appends timestamped lines to one job's log file; safe to use from many threads."""
 
     def __init__(self, log_dir: str | os.PathLike[str], job_id: str,
-                 on_growth: GrowthListener | None = None) -> None:
+                 on_growth: GrowthListener | None = None, keep: int = 0) -> None:
         self.job_id = job_id
         self.file = log_file(log_dir, job_id)
         self._lock = threading.Lock()
@@ -77,6 +78,11 @@ class JobLog:
         self._size = 0
         self._closed = False
         self._on_growth = on_growth
+        #: The last ``keep`` bytes written (at least), for ``tail``: kept in memory, as
+        #: reading them back from the file costs more than writing them.
+        self._keep = keep
+        self._kept = bytearray()
+        self._initial = 0  # the file's size when this log opened it
 
     @property
     def path(self) -> Path:
@@ -92,10 +98,14 @@ class JobLog:
                 return
             if self._file is None:
                 self._file = _open_append(self.file)
-                self._size = os.fstat(self._file).st_size
+                self._size = self._initial = os.fstat(self._file).st_size
             os.write(self._file, data)
             self._size += len(data)
             size = self._size
+            if self._keep:
+                self._kept += data
+                if len(self._kept) > self._keep + 65536:
+                    del self._kept[:-self._keep]
         if self._on_growth is not None:
             self._on_growth(self.job_id, size)
 
@@ -114,6 +124,18 @@ class JobLog:
         self.write(f"ERROR {message}")
 
     __call__ = write
+
+    def tail(self) -> tuple[int, str] | None:
+        """(the log's size, its last ``keep`` bytes as text), or None if ``keep`` is 0:
+        what the node stores in Redis when the job ends (``--log-keep-bytes``)."""
+        if not self._keep:
+            return None
+        with self._lock:
+            if self._initial and len(self._kept) < self._keep:
+                kept = None  # the file began before this log: read its end
+            else:
+                kept = (self._size, utf8_tail(bytes(self._kept[-self._keep:])))
+        return kept if kept is not None else read_tail(self.file, self._keep)
 
     def close(self) -> None:
         with self._lock:

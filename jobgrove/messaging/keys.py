@@ -35,6 +35,11 @@ TREE_PARTS: dict[str, str] = {
     "undone": "job id -> node that ran its on_tree_aborted hook",
     "open": "set of jobs not finished yet",
     "nodes": "set of the nodes the tree has jobs on",
+    "logs": "job id -> '<log size>:<text>': the end of its log, stored by its node when "
+            "it ended (``--log-keep-bytes``), served once that node is gone",
+    "doomed": "while the tree is being deleted: job id -> node, and 'tags' -> JSON; what "
+              "is left to remove from the indexes once every other key is gone "
+              "(``retention.py``)",
 }
 #: ``<ns>:{<root>}:ready:<node>``: list of the tree's runnable jobs on one node.
 READY_PART = "ready"
