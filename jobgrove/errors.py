@@ -69,3 +69,12 @@ class JobFailedError(JobgroveError):
 
 class WaitTimeoutError(JobgroveError, TimeoutError):
     """``Client.wait`` gave up before the tree finished."""
+
+
+class TreeBusyError(JobgroveError):
+    """A tree cannot be deleted now: a job of it is running, or it is not done."""
+
+
+class NodeBusyError(JobgroveError):
+    """A node cannot be forgotten: a live process holds its name, or it has jobs that
+    are running or still to run."""

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jobgrove._version import __version__
-from jobgrove.cli import commands
+from jobgrove.cli import commands, ops
 from jobgrove.cli.common import BAD_INPUT, OK, UNAVAILABLE, UsageError
 from jobgrove.cli.demo import run_demo
 from jobgrove.cli.node_cmd import add_node_options, run_node
@@ -94,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "live node)")
     p.add_argument("--token", help="viewer token (default: $JOBGROVE_TOKEN)")
 
-    p = add("nodes", commands.cmd_nodes, "known nodes, alive or not, and what they run")
+    p = add("nodes", commands.cmd_nodes, "known nodes (up, stopped or lost) and what they "
+            "run; `nodes forget NAME` removes a stopped or lost one")
     p.add_argument("--json", action="store_true")
+    ops.add_nodes_forget(p)
+    ops.add_commands(add)
 
     p = add("token", commands.cmd_token, "print a viewer token (needs the cluster secret)")
     p.add_argument("--ttl", type=_positive_float, default=3600.0, metavar="SECONDS")

@@ -84,6 +84,22 @@ class Keys:
         return f"{self.ns}:node:{node}:trees"
 
     @property
+    def deleting(self) -> str:
+        """Sorted set of the trees being deleted (root, scored by when it began): a
+        deletion cut short by a crash is finished by the next delete or prune."""
+        return f"{self.ns}:deleting"
+
+    def logs_gone(self, node: str) -> str:
+        """List of the ids of deleted jobs whose log files ``node`` still has to remove
+        (space-separated, many per entry); the node empties it as it removes them."""
+        return f"{self.ns}:node:{node}:logs-gone"
+
+    @property
+    def retention_lock(self) -> str:
+        """String with a TTL: the node pruning old trees now (one at a time)."""
+        return f"{self.ns}:retention"
+
+    @property
     def nodes(self) -> str:
         """Hash: node name -> JSON record (address, version, concurrency, kinds...)."""
         return f"{self.ns}:nodes"

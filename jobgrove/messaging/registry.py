@@ -104,6 +104,25 @@ class Registry:
         return bool(self.client.set(self.keys.reaper_lock(lost), reaper, nx=True, px=ttl_ms))
 
     @translate_errors
+    def mark_stopped(self, name: str, token: str) -> None:
+        """Note in the record of ``name`` that its process (``token``) stopped cleanly
+        (``node_state``); the next process of the name writes a fresh record."""
+        record = self.record(name)
+        if record is not None and record.get("lease_token") == token:
+            self.write_record(name, {**record, "stopped": True, "running": []})
+
+    @translate_errors
+    def forget(self, name: str) -> bool:
+        """Remove the record of ``name`` and what Redis keeps for it alone (its tree
+        set, its list of log files to remove). Its epoch counter stays, so a later
+        process of the name is never taken for an older one. False if it had no record."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hdel(k.nodes, name)
+        pipe.unlink(k.node_trees(name), k.logs_gone(name), k.reaper_lock(name))
+        return bool(pipe.execute()[0])
+
+    @translate_errors
     def write_record(self, name: str, record: dict[str, Any]) -> None:
         self.client.hset(self.keys.nodes, name, json.dumps({**record, "seen": time.time()}))
 

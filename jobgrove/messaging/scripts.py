@@ -26,6 +26,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "abort": ("job",),
     "reap": ("node", "summary", "spare", "epoch", "upto"),
     "fail": ("job", "summary"),
+    "delete": ("inline",),
 }
 
 
