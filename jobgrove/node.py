@@ -17,6 +17,7 @@ from typing import Any
 import pykka
 
 from jobgrove._version import __version__
+from jobgrove.actors.janitor import Housekeeping
 from jobgrove.actors.lease import Lease
 from jobgrove.actors.messages import Hint, HintKind, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
@@ -36,6 +37,7 @@ from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.retention import Retention
 from jobgrove.messaging.store import Store
 from jobgrove.notify import CommandNotifier
 
@@ -83,10 +85,12 @@ class Node:
         self.on_log_growth = on_log_growth
         self.endpoint: Endpoint | None = None
         self.lease = Lease(self.registry, name, self.config.lease)
-        self.actor: pykka.ActorRef[Any] | None = None
-        self._listener: Listener | None = None
         #: What GET /metrics reports (counted by the actors).
         self.stats = NodeStats(self.concurrency)
+        self.actor: pykka.ActorRef[Any] | None = None
+        self._housekeeping = Housekeeping(Retention(self.store), name, self.log_dir,
+                                          self.config, self.stats)
+        self._listener: Listener | None = None
         self._ticker: Ticker | None = None
         self._lock = threading.Lock()
 
@@ -149,6 +153,7 @@ class Node:
                 self._listener.start()
                 self._ticker = Ticker(actor, config.tick, name=f"jobgrove-ticker-{self.name}")
                 self._ticker.start()
+                self._housekeeping.start()
             except BaseException:
                 # Leave nothing behind: no lease held, no endpoint listening, no threads.
                 self._abandon_start()
@@ -159,6 +164,7 @@ class Node:
             return self
 
     def _abandon_start(self) -> None:
+        self._housekeeping.stop()
         for part in (self._ticker, self._listener):
             if part is not None:
                 part.stop()
@@ -245,6 +251,7 @@ class Node:
             actor, self.actor = self.actor, None
             if actor is None:
                 return
+            self._housekeeping.stop()
             if self._ticker is not None:
                 self._ticker.stop()
             if self._listener is not None:
