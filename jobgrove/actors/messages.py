@@ -262,6 +262,10 @@ class RelayKind(str, enum.Enum):
     UP = "up"  #: connected
     DOWN = "down"  #: the connection failed; it retries (``error``)
     FATAL = "fatal"  #: the rest of the log cannot be fetched (``error``)
+    #: The owning node cannot be reached, but the job ended and its node stored the
+    #: log's end in Redis: ``path`` holds it, from byte ``base`` to ``end``; ``error``
+    #: says where it comes from.
+    STORED = "stored"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,3 +278,5 @@ class Relay:
     end: int = 0
     state: str = ""
     error: str = ""
+    base: int = 0
+    path: str = ""

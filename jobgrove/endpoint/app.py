@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -32,7 +33,6 @@ from jobgrove.actors.messages import (
     ViewerDrained,
     WatchTree,
 )
-from jobgrove.core.states import FINISHED
 from jobgrove.endpoint import auth, wire
 from jobgrove.endpoint.broadcast import LogBroadcast
 from jobgrove.endpoint.connection import Connection
@@ -41,6 +41,7 @@ from jobgrove.endpoint.http import Limits, Request, Response
 from jobgrove.endpoint.lookups import Lookups
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
+from jobgrove.endpoint.stored import fallback
 from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
 from jobgrove.messaging.listing import MAX_LIMIT, list_trees
 from jobgrove.messaging.pubsub import Listener
@@ -197,8 +198,8 @@ class Endpoint:
                         spool: Path, gen: int) -> Upstream:
         self._upstreams = {u for u in self._upstreams if u.is_alive()}
         upstream = Upstream(actor, job, node, offset, spool, gen, address=self._address_of,
-                            token=self._node_token, gone=self._gone,
-                            name=f"jg-relay-{self.node_name}")
+                            token=self._node_token, name=f"jg-relay-{self.node_name}",
+                            fallback=functools.partial(fallback, self.store, self.registry))
         self._upstreams.add(upstream)
         upstream.start()
         return upstream
@@ -212,15 +213,6 @@ class Endpoint:
         if self.secret is None:
             return None
         return auth.mint_token(self.secret, auth.NODE_TTL, subject="node")
-
-    def _gone(self, node: str, job: str) -> str | None:
-        if self.registry.lease_held(node):
-            return None
-        state = self.store.job_state(job)
-        if state not in FINISHED:
-            return None
-        return (f"node {node} is gone (no live process holds its name) and job {job} is "
-                f"{state}: the rest of its log cannot be fetched")
 
     # -- HTTP -----------------------------------------------------------------------------
     def check(self, request: Request, upgrade: bool) -> Response | None:

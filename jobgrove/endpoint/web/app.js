@@ -9,11 +9,12 @@ const withToken = (url) => token ? url + (url.includes("?") ? "&" : "?") + "toke
   encodeURIComponent(token) : url;
 const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
+const FINISHED = ["SUCCESS", "FAILED", "ABORTED"];
 const dec = new TextDecoder();
 
 const view = {
   ws: null, treeId: null, jobId: null, tree: null, jobs: new Map(),
-  logNext: 0, logEnded: false, retry: 0, refetch: null,
+  logNext: 0, logEnded: false, keptNote: "", retry: 0, refetch: null,
 };
 
 function el(tag, cls, text) {
@@ -81,13 +82,40 @@ function handle(frame) {
     case "end":
       if (frame.job === view.jobId) {
         view.logEnded = true;
-        $("log-status").textContent = `log complete: job ${frame.state}, ${frame.offset} bytes`;
+        $("log-status").textContent = `log complete: job ${frame.state}, ${frame.offset} bytes` +
+          (view.keptNote ? ` (${view.keptNote})` : "");
+      }
+      break;
+    case "kept":
+      // The job's node is gone: this is the end of its log that the node stored.
+      if (frame.job === view.jobId) {
+        view.keptNote = frame.message;
+        $("log-status").textContent = frame.message;
+        if (frame.missing > 0) {
+          $("log").append(el("span", "cut", `[… ${frame.missing} bytes not kept …]\n`));
+        }
+        view.logNext = Math.max(view.logNext, frame.offset);
       }
       break;
     case "error": {
-      const target = frame.job && frame.job === view.jobId ? "log-status" : "tree-banner";
+      const mine = frame.job && frame.job === view.jobId;
+      const target = mine ? "log-status" : "tree-banner";
       $(target).textContent = `${frame.code}: ${frame.message}`;
       $(target).classList.add("error");
+      if (mine) {
+        // An error ends the subscription. A job still running (its node unreachable
+        // for now) is asked for again a little later.
+        view.logEnded = true;
+        const job = view.jobs.get(frame.job);
+        if (frame.code === "unavailable" && job && !FINISHED.includes(job.data.state)) {
+          setTimeout(() => {
+            if (view.jobId !== frame.job || !view.logEnded) return;
+            view.logEnded = false;
+            $("log-status").classList.remove("error");
+            send({ type: "subscribe", job: frame.job, offset: view.logNext });
+          }, 3000);
+        }
+      }
       break;
     }
   }
@@ -225,6 +253,7 @@ function selectJob(id) {
   view.jobId = id;
   view.logNext = 0;
   view.logEnded = false;
+  view.keptNote = "";
   $("log").textContent = "";
   $("log-title").textContent = "log of " + ((view.jobs.get(id) || {}).data?.title || id);
   $("log-title").classList.remove("muted");
