@@ -190,7 +190,7 @@ class Node:
         self.endpoint = Endpoint(node_name=self.name, store=self.store, registry=self.registry,
                                  log_dir=self.log_dir, listen=listen, secret=self.secret,
                                  allowed_origins=self.config.allowed_origins,
-                                 running_count=self._running_or_none)
+                                 running_count=self._running_or_none, stats=self.stats)
         self.endpoint.start()
         self.address = self.config.advertise or self.endpoint.address
         downstream = self.on_log_growth

@@ -33,12 +33,15 @@ from jobgrove.actors.messages import (
     ViewerDrained,
     WatchTree,
 )
+from jobgrove.actors.stats import NodeStats
 from jobgrove.endpoint import auth, wire
 from jobgrove.endpoint.broadcast import LogBroadcast
 from jobgrove.endpoint.connection import Connection
 from jobgrove.endpoint.feeds import GrowthGate
 from jobgrove.endpoint.http import Limits, Request, Response
 from jobgrove.endpoint.lookups import Lookups
+from jobgrove.endpoint.metrics import CONTENT_TYPE as METRICS_TYPE
+from jobgrove.endpoint.metrics import EndpointView, Metrics
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
 from jobgrove.endpoint.stored import fallback
@@ -46,6 +49,7 @@ from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobErro
 from jobgrove.messaging.listing import MAX_LIMIT, list_trees
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.retention import tree_counts
 from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,7 +94,8 @@ class Endpoint:
     def __init__(self, *, node_name: str, store: Store, registry: Registry, log_dir: str,
                  listen: str, secret: bytes | None = None, allowed_origins: Any = (),
                  running_count: Callable[[], int | None] | None = None,
-                 limits: Limits | None = None, max_relays: int = 64) -> None:
+                 limits: Limits | None = None, max_relays: int = 64,
+                 stats: NodeStats | None = None) -> None:
         self.node_name = node_name
         self.store = store
         self.registry = registry
@@ -111,6 +116,7 @@ class Endpoint:
         self._sessions: dict[int, _Session] = {}
         self._upstreams: set[Upstream] = set()
         self._stopped = False
+        self.metrics = Metrics(node_name, stats, self._metrics_view)
 
     @property
     def address(self) -> str:
@@ -214,6 +220,18 @@ class Endpoint:
             return None
         return auth.mint_token(self.secret, auth.NODE_TTL, subject="node")
 
+    def _metrics_view(self) -> EndpointView:
+        server = self.server
+        try:
+            trees: tuple[int, int] | None = tree_counts(self.store)
+        except StoreUnavailableError:
+            trees = None
+        return EndpointView(
+            viewers=len(server.connections) if server else 0,
+            relays=sum(1 for u in list(self._upstreams) if u.is_alive()),
+            dropped=server.dropped if server else 0, refused=server.refused if server else 0,
+            redis_ok=self.redis_ok, trees=trees)
+
     # -- HTTP -----------------------------------------------------------------------------
     def check(self, request: Request, upgrade: bool) -> Response | None:
         host = request.header("host") or ""
@@ -235,6 +253,8 @@ class Endpoint:
             return _json(self.health())
         if request.path == "/api/trees":
             return self._api_trees(request)
+        if request.path == "/metrics":
+            return Response(200, self.metrics.render(), METRICS_TYPE)
         static = _STATIC.get(request.path)
         if static is None:
             return _refusal(404, "not_found", f"no such page: {request.path[:100]}")
