@@ -79,8 +79,9 @@ class Client:
                           limit=limit, cursor=cursor)
 
     def nodes(self) -> builtins.list[dict[str, Any]]:
-        """Every node that ever registered: ``alive``, ``address``, ``running`` (ids of
-        its RUNNING jobs: the heartbeat's list, less the jobs that finished since)."""
+        """Every node that registered (and was not forgotten): ``alive``, ``state``
+        (``up``, ``stopped`` or ``lost``), ``address``, ``running`` (ids of its RUNNING
+        jobs: the heartbeat's list, less the jobs that finished since); never a secret."""
         nodes = self.registry.nodes()
         for node in nodes:
             node["running"] = [j for j in node.get("running", []) if self._is_running(j)]
@@ -92,7 +93,6 @@ class Client:
         except UnknownJobError:
             return False
 
-    @translate_errors
     # -- removing trees and nodes ----------------------------------------------------------
     def delete(self, job_id: str) -> str:
         """Delete the done tree of ``job_id`` (any job of it): its keys, its index
@@ -130,6 +130,7 @@ class Client:
         root = self.store.resolve_root(job_id)
         return read_stored(self.store, root, job_id)
 
+    @translate_errors
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until the tree is done (root finished, nothing running); its status."""
         root = self.store.resolve_root(job_id)

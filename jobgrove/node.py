@@ -278,6 +278,7 @@ class Node:
                         self.store.reap(root, self.name, f"node {self.name} stopped",
                                         upto=self.lease.holder.epoch)
                     self.lease.release()
+                    self.registry.mark_stopped(self.name, self.lease.token)
             except StoreUnavailableError as exc:
                 log.error("node %s stopped without reaching Redis: %s", self.name, exc)
             if self.endpoint is not None:

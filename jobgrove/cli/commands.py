@@ -16,6 +16,8 @@ from jobgrove.core.spec import TAG_KEYS
 from jobgrove.core.states import State
 from jobgrove.endpoint.auth import load_secret, mint_token
 
+NODE_STYLE = {"up": "[green]{}[/]", "stopped": "[dim]{}[/]", "lost": "[red]{}[/]"}
+
 
 def cmd_submit(args: argparse.Namespace) -> int:
     spec = read_spec(args.spec)
@@ -90,9 +92,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     if not nodes:
         console.print("no node has registered yet", style="dim")
     for node in nodes:
-        alive = "[green]alive[/]" if node["alive"] else "[red]lost[/]"
+        state = NODE_STYLE.get(node["state"], "{}").format(f"{node['state']:<7}")
         running = ", ".join(j[:8] for j in node.get("running", [])) or "-"
-        console.print(f"{node['name']:<16} {alive}  {node.get('address') or '-':<22} "
+        console.print(f"{node['name']:<16} {state}  {node.get('address') or '-':<22} "
                       f"v{node.get('version', '?')}  concurrency {node.get('concurrency')}  "
                       f"running: {running}", highlight=False)
     return OK

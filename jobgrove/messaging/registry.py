@@ -140,7 +140,8 @@ class Registry:
 
     @translate_errors
     def nodes(self) -> list[dict[str, Any]]:
-        """Every node that ever registered, with ``alive`` (its lease is held)."""
+        """Every node that ever registered (and was not forgotten), with ``alive`` (its
+        lease is held) and ``state`` (``node_state``); never its lease token."""
         raw = self.client.hgetall(self.keys.nodes)
         names = sorted(raw)
         pipe = self.client.pipeline(transaction=False)
@@ -153,11 +154,27 @@ class Registry:
                 record = _decode(name, raw[name])
             except CorruptRecordError as exc:
                 record = {"error": str(exc)}
-            out.append({"name": name, "address": record.get("address"),
-                        "running": record.get("running", []) if is_alive else [],
-                        **{k: v for k, v in record.items() if k not in ("running",)},
-                        "alive": bool(is_alive)})
+            entry = {"name": name, "address": record.get("address"),
+                     "running": record.get("running", []) if is_alive else [],
+                     **{k: v for k, v in record.items() if k not in _NOT_SHOWN},
+                     "alive": bool(is_alive)}
+            entry["state"] = node_state(entry)
+            out.append(entry)
         return out
+
+
+#: Record fields never handed out: the lease token lets a process take the name over,
+#: the epoch is fencing bookkeeping; ``running`` is replaced (see ``nodes``).
+_NOT_SHOWN = ("running", "lease_token", "epoch")
+
+
+def node_state(node: dict[str, Any]) -> str:
+    """``up`` (its lease is held), ``stopped`` (it released its name cleanly) or ``lost``
+    (its lease expired without a clean stop), for an entry of ``Registry.nodes()``."""
+    if node.get("alive"):
+        return "up"
+    # A cleanly stopped node is reaped later too (harmlessly): "stopped" stays.
+    return "stopped" if node.get("stopped") else "lost"
 
 
 def _decode(name: str, raw: str) -> dict[str, Any]:
