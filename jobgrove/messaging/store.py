@@ -161,19 +161,21 @@ class Store(StoreReads):
             # EVALSHA directly: redis-py's script-in-pipeline costs a SCRIPT EXISTS
             # round trip per batch; a NOSCRIPT (server restarted) reloads and retries.
             pipe = self.client.pipeline(transaction=False)
-            at: list[int] = []  # where each script's reply is
+            # The logs' ends, in the same round trip, one HSET per tree; before the
+            # finishes, as a RUNNING job's tree cannot be deleted meanwhile.
+            tails: dict[str, dict[str, str]] = {}
             for item in items:
                 if item.log_tail is not None:
-                    # The log's end, in the same round trip; before the finish, as a
-                    # RUNNING job's tree cannot be deleted meanwhile.
-                    pipe.hset(self.keys.tree_key(item.root, "logs"), item.job_id,
-                              logtails.encode(*item.log_tail))
+                    tails.setdefault(item.root, {})[item.job_id] = logtails.encode(
+                        *item.log_tail)
+            for root, fields in tails.items():
+                pipe.hset(self.keys.tree_key(root, "logs"), mapping=fields)
+            for item in items:
                 keys, argv = script.call_args(self.keys, item.root, self._finish_args(item))
                 pipe.evalsha(script.sha, len(keys), *keys, *argv)
-                at.append(len(pipe) - 1)
             # Each reply on its own: one failing script must not cost the others.
             every = pipe.execute(raise_on_error=False)
-            replies = [every[i] for i in at]
+            replies = every[len(tails):]
             errors = [r for r in every if isinstance(r, Exception)]
             if any(isinstance(e, redis.exceptions.NoScriptError) for e in errors) \
                     and attempt == 1:
