@@ -146,3 +146,15 @@ def test_a_killed_node_never_leaves_anyone_waiting(redis_url: str, cluster: Clus
                                             "state": "ABORTED", "offset": 0}
     result = logs(redis_url, never)
     assert result.returncode == 0 and result.stdout == ""
+
+
+def test_a_node_without_an_endpoint_still_has_its_logs_read(redis_url: str, cluster: Cluster,
+                                                           viewer: str) -> None:
+    node = cluster.start("w4", redis_url)  # --listen none: nobody can ask it directly
+    client = Client(redis_url)
+    job = client.submit({"kind": "shell", "node": "w4", "params": {"command": "echo quiet"}})
+    wait_done(client, job)
+    result = logs(redis_url, job)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.encode() == node.log_file(job).read_bytes()
+    assert "node w4 cannot be reached" in result.stderr
