@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jobgrove.errors import TreeBusyError, UnknownJobError
+from jobgrove.errors import JobgroveError, NodeBusyError, TreeBusyError, UnknownJobError
 from jobgrove.messaging.logtails import read_stored
 from jobgrove.messaging.records import Finish
 from jobgrove.messaging.registry import Registry
@@ -198,3 +198,21 @@ def test_a_late_report_does_not_bring_a_deleted_tree_back(store: Store) -> None:
     assert outcome.verdict == "stale"
     assert snapshot(store) == before
     assert json.dumps(before)  # (plain data)
+
+
+def test_forget_refuses_a_live_node_and_one_with_jobs_running(store: Store) -> None:
+    retention = Retention(store)
+    registry = Registry(store.client, store.keys)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [
+        {"kind": "noop", "node": "n2"}]})
+    store.claim(root, "n2", 1)  # n2 runs a job, then its process is gone (no lease)
+    with pytest.raises(NodeBusyError, match="1 RUNNING job"):
+        retention.forget_node(registry, "n2")
+    store.client.set(store.keys.lease("n1"), "a live process", px=5000)
+    with pytest.raises(NodeBusyError, match="node n1 is up"):
+        retention.forget_node(registry, "n1")
+    store.reap(root, "n2", "node n2 lost (lease expired)")  # the tree aborts: done
+    retention.forget_node(registry, "n2")
+    assert registry.record("n2") is None
+    with pytest.raises(JobgroveError, match="no node named 'n2'"):
+        retention.forget_node(registry, "n2")
