@@ -1,23 +1,36 @@
-"""The public client: submit trees, read their status, wait, abort, list."""
+"""The public client: submit trees, read their status, wait, abort, list; delete and
+prune trees, forget nodes."""
 
 from __future__ import annotations
 
 import builtins
+import json
+import os
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from jobgrove.core.durations import parse_duration
 from jobgrove.core.spec import JobSpec, KindInfo, parse_graft, parse_spec
 from jobgrove.core.states import State
 from jobgrove.core.status import Status, waiting_notes, walk
-from jobgrove.errors import SpecError, UnknownJobError, UnknownNodeError, WaitTimeoutError
+from jobgrove.errors import (
+    JobgroveError,
+    SpecError,
+    UnknownJobError,
+    UnknownNodeError,
+    WaitTimeoutError,
+)
 from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.listing import Page, list_trees
+from jobgrove.messaging.logtails import StoredLog, read_stored
 from jobgrove.messaging.records import Outcome
 from jobgrove.messaging.redis_errors import translate_errors
 from jobgrove.messaging.registry import Registry, node_state
+from jobgrove.messaging.retention import PruneResult, Retention
 from jobgrove.messaging.store import Store
 
 
@@ -143,13 +156,12 @@ class Client:
                           node_states=self.node_states())
 
     def nodes(self) -> builtins.list[dict[str, Any]]:
-        """Every node that ever registered: ``alive``, ``state`` (up, stopped or lost),
-        ``address``, ``running`` (ids of its RUNNING jobs: the heartbeat's list, less the
-        jobs that finished since)."""
+        """Every node that registered (and was not forgotten): ``alive``, ``state``
+        (``up``, ``stopped`` or ``lost``), ``address``, ``running`` (ids of its RUNNING
+        jobs: the heartbeat's list, less the jobs that finished since); never a secret."""
         nodes = self.registry.nodes()
         for node in nodes:
             node["running"] = [j for j in node.get("running", []) if self._is_running(j)]
-            node["state"] = node_state(node)
         return nodes
 
     def node_states(self) -> dict[str, str]:
@@ -166,6 +178,43 @@ class Client:
             return isinstance(job_id, str) and self.store.job_state(job_id) == State.RUNNING
         except UnknownJobError:
             return False
+
+    # -- removing trees and nodes ----------------------------------------------------------
+    def delete(self, job_id: str) -> str:
+        """Delete the done tree of ``job_id`` (any job of it): its keys, its index
+        entries, and (as its nodes learn of it) its log files. Returns the tree id.
+        Raises UnknownJobError, or TreeBusyError while a job of it runs or it is not done."""
+        return Retention(self.store).delete(job_id)
+
+    def prune(self, older_than: float | str, *, dry_run: bool = False,
+              archive_dir: str | os.PathLike[str] | None = None) -> PruneResult:
+        """Delete the done trees whose root finished more than ``older_than`` ago
+        (seconds, or a text such as ``"7d"``). ``archive_dir``: write each one's full
+        status to ``<archive_dir>/<tree id>.json`` first. ``dry_run``: only list them."""
+        seconds = _seconds(older_than)
+        archive = None
+        if archive_dir is not None and not dry_run:
+            folder = Path(archive_dir)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise JobgroveError(f"archive dir {folder}: {exc.strerror or exc}") from exc
+
+            def archive(root: str) -> None:
+                write_archive(folder, root, self.store.tree_status(root))
+
+        return Retention(self.store).prune(seconds, dry_run=dry_run, archive=archive)
+
+    def forget_node(self, name: str) -> None:
+        """Remove a stopped or lost node that runs nothing and has nothing left to run
+        (NodeBusyError otherwise)."""
+        Retention(self.store).forget_node(self.registry, name)
+
+    def stored_log(self, job_id: str) -> StoredLog | None:
+        """The end of the job's log its node stored in Redis when the job ended (None:
+        nothing stored: the job has not ended, never ran, or its node was lost)."""
+        root = self.store.resolve_root(job_id)
+        return read_stored(self.store, root, job_id)
 
     @translate_errors
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -209,3 +258,27 @@ def _check_kinds_on_nodes(jobs: Iterable[JobSpec], records: dict[str, dict[str, 
                             f"kind {job.kind!r} is not known to node {job.node} (it runs: "
                             f"{', '.join(sorted(kinds)) or 'none'}; start it with "
                             "--import MODULE for the module that registers the kind)")
+
+
+def _seconds(older_than: float | str) -> float:
+    if isinstance(older_than, str):
+        try:
+            return parse_duration(older_than)
+        except ValueError as exc:
+            raise JobgroveError(str(exc)) from None
+    if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) \
+            or not 0 <= older_than < float("inf"):
+        raise JobgroveError(f"older_than must be a number of seconds >= 0, got {older_than!r}")
+    return float(older_than)
+
+
+def write_archive(folder: Path, root: str, status: dict[str, Any]) -> None:
+    """``<folder>/<root>.json``, written whole or not at all (a temporary file renamed)."""
+    path = folder / f"{root}.json"
+    part = folder / f".{root}.json.part"
+    try:
+        part.write_text(json.dumps(status, indent=1) + "\n", encoding="utf-8")
+        os.replace(part, path)
+    except OSError as exc:
+        raise JobgroveError(f"cannot write the archive {path}: {exc.strerror or exc}; "
+                            "nothing more was deleted") from exc

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobgrove.core.durations import parse_duration
 from jobgrove.core.spec import MAX_NAME, check_node_name
 from jobgrove.errors import ConfigError
 
@@ -42,6 +43,16 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1 or str(value) != text.strip().lstrip("+"):
         raise ValueError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or str(value) != text.strip().lstrip("+"):
+        raise ValueError(f"must be an integer >= 0, got {text!r}")
     return value
 
 
@@ -179,6 +190,17 @@ class NodeConfig:
     reconcile_interval: float = _setting(
         5.0, "re-read Redis this often, for anything pub/sub missed",
         flag="--reconcile-interval", parse=positive_float, metavar="SECONDS")
+    retention: float = _setting(
+        7 * 86400.0, "delete done trees whose root finished longer ago than this, e.g. 90s, "
+        "15m, 12h, 7d, or 0 to keep them forever (default: 7d); nodes take turns, one at a "
+        "time, in small batches", flag="--retention", key="RETENTION", parse=parse_duration,
+        metavar="DURATION")
+    log_keep_bytes: int = _setting(
+        1 << 20, "bytes of the end of each job's log the node stores in Redis when the job "
+        "ends, served once the node is gone; 0 stores none (default: 1048576, 1 MiB)",
+        flag="--log-keep-bytes", key="LOG_KEEP_BYTES", parse=non_negative_int, metavar="N")
+    retention_interval: float | None = _setting(
+        None, "how often nodes try to prune (default: retention / 10, from 1 s to 60 s)")
     heartbeat: float | None = _setting(None, "lease renewal period (default: lease / 4)")
     tick: float = _setting(0.05, "the node actor's timer period (seconds)")
     namespace: str = _setting("jg", "prefix of every Redis key and channel")
@@ -188,6 +210,18 @@ class NodeConfig:
                 or self.concurrency < 1:
             raise ConfigError(f"concurrency must be a positive integer, got "
                               f"{self.concurrency!r}")
+        if isinstance(self.retention, str):  # "7d", as on the command line
+            try:
+                object.__setattr__(self, "retention", parse_duration(self.retention))
+            except ValueError as exc:
+                raise ConfigError(f"retention: {exc}") from None
+        if not isinstance(self.log_keep_bytes, int) or isinstance(self.log_keep_bytes, bool) \
+                or self.log_keep_bytes < 0:
+            raise ConfigError(f"log_keep_bytes must be an integer >= 0, got "
+                              f"{self.log_keep_bytes!r}")
+        if not isinstance(self.retention, (int, float)) or not 0 <= self.retention < 1e10:
+            raise ConfigError(f"retention must be a number of seconds >= 0, got "
+                              f"{self.retention!r}")
         for name in ("abort_grace", "lease", "reconcile_interval", "tick"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:

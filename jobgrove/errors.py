@@ -97,3 +97,12 @@ class WaitTimeoutError(JobgroveError, TimeoutError):
 class BadRedisURLError(ConfigError):
     """A Redis URL that cannot be used (malformed, or naming a database the server does
     not have); the one-line message names what is wrong, never the password."""
+
+
+class TreeBusyError(JobgroveError):
+    """A tree cannot be deleted now: a job of it is running, or it is not done."""
+
+
+class NodeBusyError(JobgroveError):
+    """A node cannot be forgotten: a live process holds its name, or it has jobs that
+    are running or still to run."""

@@ -17,9 +17,11 @@ from typing import Any
 import pykka
 
 from jobgrove._version import __version__
+from jobgrove.actors.janitor import Housekeeping
 from jobgrove.actors.lease import Lease
 from jobgrove.actors.messages import Hint, HintKind, ListenerDown, Reconnected
 from jobgrove.actors.node_actor import NodeActor
+from jobgrove.actors.stats import NodeStats
 from jobgrove.actors.ticker import Ticker
 from jobgrove.actors.upkeep import Notifier, Upkeep
 from jobgrove.config import NodeConfig, node_name
@@ -36,6 +38,7 @@ from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.retention import Retention
 from jobgrove.messaging.store import Store
 from jobgrove.notify import CommandNotifier
 
@@ -83,7 +86,11 @@ class Node:
         self.on_log_growth = on_log_growth
         self.endpoint: Endpoint | None = None
         self.lease = Lease(self.registry, name, self.config.lease)
+        #: What GET /metrics reports (counted by the actors).
+        self.stats = NodeStats(self.concurrency)
         self.actor: pykka.ActorRef[Any] | None = None
+        self._housekeeping = Housekeeping(Retention(self.store), name, self.log_dir,
+                                          self.config, self.stats)
         self._listener: Listener | None = None
         self._ticker: Ticker | None = None
         self._lock = threading.Lock()
@@ -139,7 +146,8 @@ class Node:
                 self.actor = NodeActor.start(
                     self.store, self.name, concurrency=self.concurrency, log_dir=self.log_dir,
                     abort_grace=config.abort_grace, upkeep=upkeep,
-                    on_log_growth=self.on_log_growth)
+                    on_log_growth=self.on_log_growth, log_keep=config.log_keep_bytes,
+                    stats=self.stats)
                 actor = self.actor
                 self._listener = Listener(
                     self.store, [self.keys.node_channel(self.name)],
@@ -150,6 +158,7 @@ class Node:
                 self._listener.start()
                 self._ticker = Ticker(actor, config.tick, name=f"jobgrove-ticker-{self.name}")
                 self._ticker.start()
+                self._housekeeping.start()
             except BaseException:
                 # Leave nothing behind: no lease held, no endpoint listening, no threads.
                 self._abandon_start()
@@ -160,6 +169,7 @@ class Node:
             return self
 
     def _abandon_start(self) -> None:
+        self._housekeeping.stop()
         for part in (self._ticker, self._listener):
             if part is not None:
                 part.stop()
@@ -185,7 +195,7 @@ class Node:
         self.endpoint = Endpoint(node_name=self.name, store=self.store, registry=self.registry,
                                  log_dir=self.log_dir, listen=listen, secret=self.secret,
                                  allowed_origins=self.config.allowed_origins,
-                                 running_count=self._running_or_none)
+                                 running_count=self._running_or_none, stats=self.stats)
         self.endpoint.start()
         self.address = self.config.advertise or self.endpoint.address
         downstream = self.on_log_growth
@@ -246,6 +256,7 @@ class Node:
             actor, self.actor = self.actor, None
             if actor is None:
                 return
+            self._housekeeping.stop()
             if self._ticker is not None:
                 self._ticker.stop()
             if self._listener is not None:

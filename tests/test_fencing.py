@@ -24,8 +24,9 @@ LEASE = 1.5
 
 
 def holder_of(client: Client, name: str) -> Holder:
-    """The instance and epoch a node process registered with (from its record)."""
-    record = record_of(client, name)
+    """The instance and epoch a node process registered with (from its raw record in
+    the registry: ``nodes()`` never shows them)."""
+    record = client.registry.record(name)
     assert record is not None
     return Holder(name, record["lease_token"], record["epoch"])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from typing import Any
 
@@ -52,27 +53,31 @@ class JobActor(Actor):
         ctx = msg.ctx
         attempt = f" (attempt {ctx.attempt} of {ctx.retries + 1})" if ctx.retries else ""
         ctx.log.note(f"started {msg.job.kind} on {ctx.node}{attempt}")
+        started = time.monotonic()
         try:
             result = msg.job.run(ctx)
         except BaseException as exc:  # job code may raise anything; it must not kill the node
             if not isinstance(exc, (JobFailedError, JobAbortedError)):
                 ctx.log.note("ERROR " + "".join(traceback.format_exception(exc)).rstrip())
-            self._failed(msg, _summary(exc))
+            self._failed(msg, _summary(exc), started)
             return
         if ctx.log.failure is not None:  # (job code that caught its LogWriteError)
-            self._failed(msg, ctx.log.failure)
+            self._failed(msg, ctx.log.failure, started)
             return
         try:
             json.dumps(result)
         except (TypeError, ValueError) as exc:
-            self._failed(msg, f"result is not JSON-serializable: {exc}")
+            self._failed(msg, f"result is not JSON-serializable: {exc}", started)
             return
         ctx.log.note("job ended: ok")
-        _tell(msg.node, JobDone(ctx.root, ctx.job_id, msg.token, True, "ok", result))
+        _tell(msg.node, JobDone(ctx.root, ctx.job_id, msg.token, True, "ok", result,
+                                msg.job.kind, time.monotonic() - started, ctx.log.tail()))
 
-    def _failed(self, msg: RunJob, summary: str) -> None:
+    def _failed(self, msg: RunJob, summary: str, started: float) -> None:
         msg.ctx.log.note(f"job ended: {summary}")
-        _tell(msg.reply_to, JobDone(msg.ctx.root, msg.ctx.job_id, msg.token, False, summary))
+        _tell(msg.reply_to, JobDone(msg.ctx.root, msg.ctx.job_id, msg.token, False, summary,
+                                    None, msg.job.kind, time.monotonic() - started,
+                                    msg.ctx.log.tail()))
 
     def _undo(self, msg: RunJob) -> None:
         ctx = msg.ctx

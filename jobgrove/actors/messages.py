@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import pykka
 
 from jobgrove.jobs.api import Job, JobContext
-from jobgrove.messaging.records import Claim
+from jobgrove.messaging.records import Claim, Finish, Holder
 
 ActorRef = pykka.ActorRef[Any]
 
@@ -71,6 +71,16 @@ class JobDone:
     ok: bool
     summary: str
     result: Any = None
+    #: The job's kind and how long its code ran (for the node's metrics).
+    kind: str = ""
+    seconds: float | None = None
+    #: (log size, its end as text), stored with the outcome (``--log-keep-bytes``).
+    log_tail: tuple[int, str] | None = None
+
+    def finish(self, reporter: str, claim: bool, holder: Holder) -> Finish:
+        """What the store records for it (``reporter`` may claim the parent at once)."""
+        return Finish(self.root, self.job_id, self.token, self.ok, self.summary, self.result,
+                      reporter, claim, holder, self.log_tail)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +91,14 @@ class Fence:
     job_id: str
     token: str
     summary: str
+    kind: str = ""
+    seconds: float | None = None
+    log_tail: tuple[int, str] | None = None
+
+    def finish(self, reporter: str, claim: bool, holder: Holder) -> Finish:
+        """What the store records for it: a failure, never claiming the parent."""
+        return Finish(self.root, self.job_id, self.token, False, self.summary, None,
+                      reporter, holder=holder, log_tail=self.log_tail)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +262,10 @@ class RelayKind(str, enum.Enum):
     UP = "up"  #: connected
     DOWN = "down"  #: the connection failed; it retries (``error``)
     FATAL = "fatal"  #: the rest of the log cannot be fetched (``error``)
+    #: The owning node cannot be reached, but the job ended and its node stored the
+    #: log's end in Redis: ``path`` holds it, from byte ``base`` to ``end``; ``error``
+    #: says where it comes from.
+    STORED = "stored"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,3 +278,5 @@ class Relay:
     end: int = 0
     state: str = ""
     error: str = ""
+    base: int = 0
+    path: str = ""

@@ -34,11 +34,12 @@ from jobgrove.actors.messages import (
     Tick,
     UndoDone,
 )
+from jobgrove.actors.stats import NodeStats
 from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.actors.upkeep import Upkeep
 from jobgrove.errors import StoreUnavailableError
 from jobgrove.jobs.log import GrowthListener
-from jobgrove.messaging.records import Claim, Finish, Verdict
+from jobgrove.messaging.records import Claim, Verdict
 from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def _stop(ref: Ref) -> None:
 class NodeActor(Actor):
     def __init__(self, store: Store, name: str, *, concurrency: int, log_dir: str,
                  abort_grace: float, upkeep: Upkeep,
-                 on_log_growth: GrowthListener | None = None) -> None:
+                 on_log_growth: GrowthListener | None = None, log_keep: int = 0,
+                 stats: NodeStats | None = None) -> None:
         super().__init__()
         self.store = store
         self.name = name
@@ -66,6 +68,8 @@ class NodeActor(Actor):
         self.abort_grace = abort_grace
         self.upkeep = upkeep
         self.on_log_growth = on_log_growth
+        self.log_keep = log_keep  # bytes of each job's log end stored with its outcome
+        self.stats = stats or NodeStats(concurrency)
         self.slots: Slots[Ref] = Slots(concurrency)
         self.pool: RunnerPool[Ref] = RunnerPool(concurrency, JobActor.start, _stop)
         self.outbox: Outbox[Outcome] = Outbox(lambda m: m.job_id)
@@ -157,6 +161,7 @@ class NodeActor(Actor):
     def _on_tick(self, _message: Tick) -> None:
         now = time.monotonic()
         self.supervisors.stop_idle(self.slots.busy)
+        self.stats.sample(self.slots.used, len(self.outbox), self.health.ok)
         for root in self.retries.due():
             self.dirty[root] = None
             self._schedule_fill()
@@ -203,11 +208,10 @@ class NodeActor(Actor):
     def _start_supervisor(self, root: str) -> Ref:
         return TreeSupervisor.start(self.actor_ref, self.store, root, self.name,
                                     self.log_dir, self.abort_grace, self.on_log_growth,
-                                    self.upkeep.registry)
+                                    self.upkeep.registry, self.log_keep)
 
     def _forget(self, root: str) -> None:
-        """The tree is done and nothing of it runs here: drop it from this node's set
-        (after one more look: a rerun may have just made it run again)."""
+        """Drop a done tree nothing of runs here (if a rerun did not just revive it)."""
         self.outbox.forget_tree(root)
         self.health.tree_errors.forget(root)
         if self.health.call("done check", functools.partial(self.store.tree_finished, root)):
@@ -217,6 +221,7 @@ class NodeActor(Actor):
     def _redis_changed(self, ok: bool, detail: str) -> None:
         if not ok:
             self.retry_at = 0.0
+            self.stats.count("redis_outages")
         self.upkeep.redis_changed(ok, detail)
 
     # -- losing the node name ------------------------------------------------------------
@@ -243,12 +248,7 @@ class NodeActor(Actor):
         batch = self.outbox.take()
         claim = self._may_claim()
         holder = self.upkeep.holder
-        items = [Finish(m.root, m.job_id, m.token, m.ok, m.summary, m.result, self.name, claim,
-                        holder)
-                 if isinstance(m, JobDone) else Finish(m.root, m.job_id, m.token, False,
-                                                       m.summary, None, self.name,
-                                                       holder=holder)
-                 for m in batch]
+        items = [m.finish(self.name, claim, holder) for m in batch]
         try:
             outcomes = self.store.finish_many(items)
         except StoreUnavailableError as exc:
@@ -257,6 +257,7 @@ class NodeActor(Actor):
             self.outbox.put_back(batch)
             self.health.changed(False, str(exc))
             return
+        self.stats.recorded(batch, outcomes)
         ended: dict[str, list[str]] = {}
         for item, outcome in zip(items, outcomes):
             if item.ok:
@@ -312,6 +313,7 @@ class NodeActor(Actor):
             self._undo(root)
 
     def _dispatch(self, root: str, claims: list[Claim]) -> None:
+        self.stats.count("claims", len(claims))
         runners = []
         for claim in claims:
             runner = self.pool.take()
@@ -341,6 +343,7 @@ class NodeActor(Actor):
     def _reconcile(self) -> None:
         """Re-read every tree this node has jobs in, and act on what pub/sub missed."""
         self.next_reconcile = time.monotonic() + self.upkeep.reconcile_interval
+        self.stats.count("reconciliations")
         found = self.health.call("reconcile", lambda: self.upkeep.tree_flags(self.name))
         if found is None:
             return
@@ -368,11 +371,9 @@ class NodeActor(Actor):
 
     def _reclaim(self, root: str) -> None:
         """Jobs Redis shows RUNNING here that this process does not know of. Claimed by
-        this very process: a claim (or a parent claimed by a finish) whose reply was lost
-        with the connection; nobody else would ever run or reap them, so run them now.
-        Claimed by another process of this node's name (a stale one, frozen past its
-        lease, that claimed after this one registered): end them, never run them here.
-        (Draining does not stop this: those jobs were claimed before, they are running.)"""
+        this process (a claim whose reply was lost): nobody else would run or reap them,
+        so run them now, even when draining. Claimed by a stale process of this node's
+        name (frozen past its lease): end them, never run them here."""
         if self.fenced or not self.health.ok \
                 or not self.health.call("lease", self.upkeep.may_claim):
             return

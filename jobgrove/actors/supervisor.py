@@ -58,7 +58,7 @@ class _Running:
 class TreeSupervisor(Actor):
     def __init__(self, node: pykka.ActorRef[Any], store: Store, root: str, node_name: str,
                  log_dir: str, abort_grace: float, on_log_growth: GrowthListener | None,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, log_keep: int = 0) -> None:
         super().__init__()
         self.node = node
         self.store = store
@@ -68,6 +68,7 @@ class TreeSupervisor(Actor):
         self.abort_grace = abort_grace
         self.on_log_growth = on_log_growth
         self.registry = registry
+        self.log_keep = log_keep  # bytes of a job's log end sent with its outcome
         self.running: dict[str, _Running] = {}
         #: The tree's run whose jobs this supervisor runs (a rerun starts a new one).
         self.run = 0
@@ -139,7 +140,7 @@ class TreeSupervisor(Actor):
     def _start(self, claim: Claim, runner: pykka.ActorRef[Any]) -> None:
         kind = claim.spec.get("kind", "")
         params = claim.spec.get("params") or {}
-        log_file = JobLog(self.log_dir, claim.id, self.on_log_growth)
+        log_file = JobLog(self.log_dir, claim.id, self.on_log_growth, keep=self.log_keep)
         cls = kind_class(kind)
         if cls is None:
             self._fail_early(claim, log_file, f"unknown kind {kind!r} on node "
@@ -165,7 +166,9 @@ class TreeSupervisor(Actor):
         """The job cannot even start here: it fails (and its tree aborts)."""
         log_file.note(f"ERROR {summary}")
         log_file.close()
-        self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary))
+        self.node.tell(JobDone(self.root, claim.id, claim.token, False, summary,
+                               kind=str(claim.spec.get("kind", "")),
+                               log_tail=log_file.tail()))
 
     def _start_undo(self, job_id: str, runner: pykka.ActorRef[Any]) -> None:
         try:
@@ -242,7 +245,9 @@ class TreeSupervisor(Actor):
                 if current.timed_out:
                     summary = f"timed out after {current.timeout:g}s; {summary}"
                 current.ctx.log.note(summary)
-                self.node.tell(Fence(self.root, job_id, current.token, summary))
+                self.node.tell(Fence(self.root, job_id, current.token, summary,
+                                     current.job.kind, None,
+                                     current.ctx.log.tail()))
 
 
 class ProgressThrottle:

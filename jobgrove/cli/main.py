@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jobgrove._version import __version__
-from jobgrove.cli import commands
+from jobgrove.cli import commands, ops
 from jobgrove.cli.common import BAD_INPUT, OK, UNAVAILABLE, UsageError
 from jobgrove.cli.demo import run_demo
 from jobgrove.cli.node_cmd import add_node_options, run_node
@@ -29,7 +29,8 @@ from jobgrove.messaging.urls import check_url, redacted
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Commands that print JSON with --json.
-JSON_COMMANDS = ("submit", "graft", "rerun", "status", "abort", "list", "nodes")
+JSON_COMMANDS = ("submit", "graft", "rerun", "status", "abort", "list", "nodes", "delete",
+                 "prune")
 #: Commands that never talk to Redis (no URL check).
 OFFLINE_COMMANDS = ("token", "demo")
 ID_HELP = "a job id, or any unique prefix of one (at least 8 characters)"
@@ -165,8 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", metavar="TOKEN",
                    help="viewer token, for a cluster with a secret (default: $JOBGROVE_TOKEN)")
 
-    p = add("nodes", commands.cmd_nodes, "known nodes, up or not, their viewer URLs and "
-            "what they run")
+    p = add("nodes", commands.cmd_nodes, "known nodes (up, stopped or lost), their viewer "
+            "URLs and what they run; `nodes forget NAME` removes a stopped or lost one")
+    ops.add_nodes_forget(p)
+    ops.add_commands(add)
 
     p = add("token", commands.cmd_token, "print a viewer token (needs the cluster secret)")
     p.add_argument("--ttl", type=_positive_float, default=3600.0, metavar="SECONDS",

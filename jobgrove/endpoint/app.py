@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from jobgrove.actors.messages import (
     ViewerDrained,
     WatchTree,
 )
-from jobgrove.core.states import FINISHED
+from jobgrove.actors.stats import NodeStats
 from jobgrove.endpoint import api, auth, wire
 from jobgrove.endpoint.api import as_json, refusal
 from jobgrove.endpoint.broadcast import LogBroadcast
@@ -39,11 +40,15 @@ from jobgrove.endpoint.connection import Connection
 from jobgrove.endpoint.feeds import GrowthGate
 from jobgrove.endpoint.http import Limits, Request, Response
 from jobgrove.endpoint.lookups import Lookups
+from jobgrove.endpoint.metrics import CONTENT_TYPE as METRICS_TYPE
+from jobgrove.endpoint.metrics import EndpointView, Metrics
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
+from jobgrove.endpoint.stored import fallback
 from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
+from jobgrove.messaging.retention import tree_counts
 from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
@@ -79,7 +84,8 @@ class Endpoint:
     def __init__(self, *, node_name: str, store: Store, registry: Registry, log_dir: str,
                  listen: str, secret: bytes | None = None, allowed_origins: Any = (),
                  running_count: Callable[[], int | None] | None = None,
-                 limits: Limits | None = None, max_relays: int = 64) -> None:
+                 limits: Limits | None = None, max_relays: int = 64,
+                 stats: NodeStats | None = None) -> None:
         self.node_name = node_name
         self.store = store
         self.registry = registry
@@ -100,6 +106,7 @@ class Endpoint:
         self._sessions: dict[int, _Session] = {}
         self._upstreams: set[Upstream] = set()
         self._stopped = False
+        self.metrics = Metrics(node_name, stats, self._metrics_view)
 
     @property
     def address(self) -> str:
@@ -188,8 +195,8 @@ class Endpoint:
                         spool: Path, gen: int) -> Upstream:
         self._upstreams = {u for u in self._upstreams if u.is_alive()}
         upstream = Upstream(actor, job, node, offset, spool, gen, address=self._address_of,
-                            token=self._node_token, gone=self._gone,
-                            name=f"jg-relay-{self.node_name}")
+                            token=self._node_token, name=f"jg-relay-{self.node_name}",
+                            fallback=functools.partial(fallback, self.store, self.registry))
         self._upstreams.add(upstream)
         upstream.start()
         return upstream
@@ -204,14 +211,17 @@ class Endpoint:
             return None
         return auth.mint_token(self.secret, auth.NODE_TTL, subject="node")
 
-    def _gone(self, node: str, job: str) -> str | None:
-        if self.registry.lease_held(node):
-            return None
-        state = self.store.job_state(job)
-        if state not in FINISHED:
-            return None
-        return (f"node {node} is gone (no live process holds its name) and job {job} is "
-                f"{state}: the rest of its log cannot be fetched")
+    def _metrics_view(self) -> EndpointView:
+        server = self.server
+        try:
+            trees: tuple[int, int] | None = tree_counts(self.store)
+        except StoreUnavailableError:
+            trees = None
+        return EndpointView(
+            viewers=len(server.connections) if server else 0,
+            relays=sum(1 for u in list(self._upstreams) if u.is_alive()),
+            dropped=server.dropped if server else 0, refused=server.refused if server else 0,
+            redis_ok=self.redis_ok, trees=trees)
 
     # -- HTTP -----------------------------------------------------------------------------
     def check(self, request: Request, upgrade: bool) -> Response | None:
@@ -236,6 +246,8 @@ class Endpoint:
             return api.trees(self.store, self.registry, request)
         if request.path == "/api/nodes":
             return api.nodes(self.registry)
+        if request.path == "/metrics":
+            return Response(200, self.metrics.render(), METRICS_TYPE)
         static = _STATIC.get(request.path)
         if static is None:
             return refusal(404, "not_found", f"no such page: {request.path[:100]}")

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 #: A relayed feed with no viewers is kept this long, so a viewer that reconnects
 #: resumes from the spool instead of the owning node.
 LINGER = 5.0
+#: Seconds a relayed log may go without word from the owning node before viewers that
+#: asked for the log as it is now (``follow`` false) get an error instead.
+PATIENCE = 10.0
 _RANK: dict[str, int] = {State.NEW: 0, State.WAITING: 1, State.RUNNING: 2}
 
 
@@ -138,7 +141,8 @@ class LogBroadcast(Actor):
             feed = self._new_feed(msg, kept)
             feed.subs.update(kept)
         feed.idle_since = None
-        feed.subs[msg.conn.id] = Subscription(msg.conn, msg.offset, msg.follow)
+        sub = feed.subs[msg.conn.id] = Subscription(msg.conn, msg.offset, msg.follow)
+        feed.note_kept(sub)
         self.by_conn.setdefault(msg.conn.id, set()).add(msg.job)
         if feed.local and feed.final is None:
             feed.end = max(feed.end, feed.size_now())
@@ -218,6 +222,12 @@ class LogBroadcast(Actor):
             feed.open()
             self._pump(feed)
 
+    def _ended(self, feed: Feed, cids: list[int]) -> None:
+        for cid in cids:
+            self.by_conn.get(cid, set()).discard(feed.job)
+        if not feed.subs and feed.idle_since is None and not feed.local:
+            feed.idle_since = time.monotonic()
+
     # -- sending -------------------------------------------------------------------------
     def _pump(self, feed: Feed) -> None:
         for cid in feed.pump():
@@ -285,6 +295,13 @@ class LogBroadcast(Actor):
         for feed in list(self.feeds.values()):
             if not feed.subs and feed.idle_since is not None and now - feed.idle_since > LINGER:
                 self._close_feed(feed)
+            elif not feed.local and not feed.live and feed.final is None \
+                    and now - feed.heard_at > PATIENCE:
+                # The owning node accepts connections but says nothing (frozen?): a
+                # viewer that asked for the log as it is now gets an answer all the same.
+                waiting = [cid for cid, sub in feed.subs.items() if not sub.follow]
+                self._ended(feed, feed.error("unavailable", f"node {feed.node} does not "
+                                             f"answer for the log of job {feed.job}", waiting))
         pending = [j for j, f in self.feeds.items() if f.subs and f.state not in FINISHED]
         if pending:
             self.lookup("states", pending)
@@ -333,6 +350,8 @@ class LogBroadcast(Actor):
         feed = self.feeds.get(msg.job)
         if feed is None or feed.local or feed.gen != msg.gen:
             return
+        if msg.kind in (RelayKind.GREW, RelayKind.LIVE, RelayKind.END):
+            feed.heard_at = time.monotonic()
         if msg.kind is RelayKind.GREW:
             feed.end = max(feed.end, msg.end)
         elif msg.kind is RelayKind.LIVE:
@@ -340,17 +359,18 @@ class LogBroadcast(Actor):
         elif msg.kind is RelayKind.END:
             feed.final_end, feed.state = msg.end, msg.state
         elif msg.kind is RelayKind.UP:
-            feed.error_sent = False
             return
+        elif msg.kind is RelayKind.STORED:
+            feed.use_stored(Path(msg.path), msg.base, msg.end, msg.state, msg.error)
         elif msg.kind in (RelayKind.DOWN, RelayKind.FATAL):
+            # Every viewer gets the error, which ends its subscription (it may subscribe
+            # again); the upstream goes on retrying while the feed lingers.
             feed.live = False
-            if msg.kind is RelayKind.FATAL or not feed.error_sent:
-                feed.error_sent = True
-                feed.error("unavailable", msg.error)
+            self._ended(feed, feed.error("unavailable", msg.error))
             if msg.kind is RelayKind.FATAL:
-                for cid in list(feed.subs):
-                    self.by_conn.get(cid, set()).discard(feed.job)
                 self._close_feed(feed)
+            elif feed.idle_since is None:
+                feed.idle_since = time.monotonic()
             return
         if feed.final is None and feed.final_end is not None and feed.end >= feed.final_end:
             feed.final = feed.state  # the owner's end, and every byte is in the spool

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,10 @@ class Feed:
     upstream: Upstream | None = None
     gen: int = 0
     idle_since: float | None = None
-    error_sent: bool = False
+    #: Relay: when the owning node last sent something (or the feed began).
+    heard_at: float = dataclasses.field(default_factory=time.monotonic)
+    #: Served from the copy stored in Redis: (first kept byte, why) (``use_stored``).
+    kept: tuple[int, str] | None = None
 
     def open(self) -> bool:
         if self.fd is None:
@@ -111,6 +115,35 @@ class Feed:
         if not self.local:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+
+    def use_stored(self, path: Path, base: int, end: int, state: str, why: str) -> None:
+        """Serve the end of the log its node stored in Redis (``path`` holds the bytes
+        from ``base`` to ``end``): the job is over. Viewers behind ``base`` are told
+        what was not kept and go on from there."""
+        if self.upstream is not None:
+            self.upstream.stop()
+            self.upstream = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.path, self.base, self.end, self.state = path, base, end, state
+        self.final, self.final_end, self.kept = state, end, (base, why)
+        self.open()
+        for sub in self.subs.values():
+            self.note_kept(sub)
+
+    def note_kept(self, sub: Subscription) -> None:
+        """Tell a viewer of a stored copy what it gets (and how much was not kept)."""
+        if self.kept is None:
+            return
+        first, why = self.kept
+        missing = max(0, first - sub.offset)
+        cut = (f"; the first {first} of its {self.end} bytes were not kept" if first
+               else f"; all of its {self.end} bytes were kept")
+        sub.conn.push(wire.kept_frame(self.job, first, self.end, missing, why + cut))
+        sub.offset = max(sub.offset, first)
 
     def finish_local(self, state: str) -> None:
         # The job wrote its last line before its state changed, so the size is final.
@@ -144,10 +177,16 @@ class Feed:
                 over.append(cid)
         return over
 
-    def error(self, code: str, message: str) -> None:
+    def error(self, code: str, message: str, only: list[int] | None = None) -> list[int]:
+        """An error frame ends a subscription: send it to the viewers ``only`` (default:
+        all of them) and drop them; returns their connection ids."""
         frame = wire.error_frame(code, message, job=self.job)
-        for sub in self.subs.values():
-            sub.conn.push(frame)
+        ended = list(self.subs) if only is None else only
+        for cid in ended:
+            sub = self.subs.pop(cid, None)
+            if sub is not None:
+                sub.conn.push(frame)
+        return ended
 
     def _read(self, offset: int) -> tuple[int, bytes] | None:
         assert self.fd is not None

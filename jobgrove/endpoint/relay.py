@@ -14,6 +14,7 @@ import pykka
 
 from jobgrove.actors.messages import Relay, RelayKind
 from jobgrove.endpoint.client import Session, WsError
+from jobgrove.endpoint.stored import Fallback
 from jobgrove.errors import JobgroveError
 
 
@@ -24,7 +25,7 @@ class Upstream(threading.Thread):
 
     def __init__(self, actor: pykka.ActorRef[Any], job: str, node: str, offset: int,
                  spool: Path, gen: int, *, address: Callable[[str], str | None],
-                 token: Callable[[], str | None], gone: Callable[[str, str], str | None],
+                 token: Callable[[], str | None], fallback: Callable[[str, str], Fallback],
                  name: str = "jg-relay") -> None:
         super().__init__(daemon=True, name=f"{name}-{job[:8]}")
         self.actor = actor
@@ -35,7 +36,7 @@ class Upstream(threading.Thread):
         self.gen = gen
         self._address = address
         self._token = token
-        self._gone = gone
+        self._fallback = fallback
         self._halt = threading.Event()
         self._session: Session | None = None
         self._was_up = False
@@ -69,18 +70,39 @@ class Upstream(threading.Thread):
                     if self._was_up:  # an established connection broke: retry at once
                         self._was_up = False
                         continue
-                    reason = None
-                    with contextlib.suppress(JobgroveError):
-                        reason = self._gone(self.node, self.job)
-                    if reason:
-                        self._tell(RelayKind.FATAL, error=f"{reason}; {self.offset} bytes relayed")
+                    if self._instead(exc):
                         return
-                    self._tell(RelayKind.DOWN, error=f"log of job {self.job} lives on node "
-                               f"{self.node}: {exc}; retrying")
                 finally:
                     self._session = None
                 self._halt.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    def _instead(self, exc: WsError) -> bool:
+        """The owning node cannot be reached: serve what Redis kept, or say why not.
+        True if that ends this upstream."""
+        try:
+            instead = self._fallback(self.node, self.job)
+        except JobgroveError as err:  # Redis trouble: the node may answer next time
+            instead = Fallback("retry", f"({err})")
+        if instead.kind == "stored" and instead.log is not None:
+            kept = self.spool.with_name(self.spool.name + ".kept")
+            try:
+                kept.write_bytes(instead.log.text.encode("utf-8"))
+            except OSError as err:  # the endpoint is stopping (its spool is gone)
+                self._tell(RelayKind.FATAL, error=f"{instead.message}, but: {err}")
+                return True
+            self._tell(RelayKind.STORED, base=instead.log.first, end=instead.log.size,
+                       state=instead.state, path=str(kept), error=instead.message)
+        elif instead.kind == "empty":
+            self._tell(RelayKind.END, end=0, state=instead.state)
+        elif instead.kind == "fatal":
+            self._tell(RelayKind.FATAL, error=instead.message)
+        else:
+            self._tell(RelayKind.DOWN, error=" ".join(filter(None, (
+                f"cannot reach node {self.node}, which has the log of job {self.job}: {exc}",
+                instead.message))))
+            return False
+        return True
 
     def _mirror(self, spool: Any) -> bool:
         """One connection's worth of mirroring; True once the log is complete."""

@@ -202,6 +202,13 @@ def end_frame(job: str, state: str, offset: int) -> bytes:
     return json_frame({"type": "end", "job": job, "state": state, "offset": offset})
 
 
+def kept_frame(job: str, first: int, size: int, missing: int, message: str) -> bytes:
+    """(extension) The log served is the end its node stored in Redis: it starts at byte
+    ``first`` of ``size``; ``missing`` bytes this subscription asked for were not kept."""
+    return json_frame({"type": "kept", "job": job, "offset": first, "size": size,
+                       "missing": missing, "message": message})
+
+
 def error_frame(code: str, message: str, *, job: str | None = None,
                 tree: str | None = None) -> bytes:
     obj: dict[str, Any] = {"type": "error", "code": code, "message": message}

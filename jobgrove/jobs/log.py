@@ -16,6 +16,7 @@ from typing import Any
 
 from jobgrove.core.ids import is_job_id
 from jobgrove.errors import LogWriteError
+from jobgrove.jobs.tail import read_tail, utf8_tail
 
 #: Called with (job id, file size after the write) whenever a log grows.
 GrowthListener = Callable[[str, int], None]
@@ -75,7 +76,7 @@ class JobLog:
     """
 
     def __init__(self, log_dir: str | os.PathLike[str], job_id: str,
-                 on_growth: GrowthListener | None = None) -> None:
+                 on_growth: GrowthListener | None = None, keep: int = 0) -> None:
         self.job_id = job_id
         self.file = log_file(log_dir, job_id)
         self._lock = threading.Lock()
@@ -88,6 +89,11 @@ class JobLog:
         self.failure: str | None = None
         #: The unfinished last line of each stream (``stream``), by its line prefix.
         self._partial: dict[str, str] = {}
+        #: The last ``keep`` bytes written (at least), for ``tail``: kept in memory, as
+        #: reading them back from the file costs more than writing them.
+        self._keep = keep
+        self._kept = bytearray()
+        self._initial = 0  # the file's size when this log opened it
 
     @property
     def path(self) -> Path:
@@ -108,7 +114,7 @@ class JobLog:
             try:
                 if self._file is None:
                     self._file = _open_append(self.file)
-                    before = self._size = os.fstat(self._file).st_size
+                    before = self._size = self._initial = os.fstat(self._file).st_size
                 view = memoryview(data)
                 while view:  # (a write that fills the disk may take only part of it)
                     written = os.write(self._file, view)
@@ -118,6 +124,10 @@ class JobLog:
                 error = exc
                 self.failure = f"cannot write the job's log: {exc.strerror or exc}"
             size = self._size
+            if self._keep and size != before:
+                self._kept += data[:size - before]
+                if len(self._kept) > self._keep + 65536:
+                    del self._kept[:-self._keep]
         if self._on_growth is not None and size != before:
             self._on_growth(self.job_id, size)
         if error is not None:
@@ -151,6 +161,18 @@ class JobLog:
         self.write(f"ERROR {message}")
 
     __call__ = write
+
+    def tail(self) -> tuple[int, str] | None:
+        """(the log's size, its last ``keep`` bytes as text), or None if ``keep`` is 0:
+        what the node stores in Redis when the job ends (``--log-keep-bytes``)."""
+        if not self._keep:
+            return None
+        with self._lock:
+            if self._initial and len(self._kept) < self._keep:
+                kept = None  # the file began before this log: read its end
+            else:
+                kept = (self._size, utf8_tail(bytes(self._kept[-self._keep:])))
+        return kept if kept is not None else read_tail(self.file, self._keep)
 
     def close(self) -> None:
         with self._lock:

@@ -145,6 +145,10 @@ class JobLogger(_Adapter):
         """A line of the runtime's: never raises."""
         self.job_log.note(message)
 
+    def tail(self) -> tuple[int, str] | None:
+        """What the node stores in Redis when the job ends (``JobLog.tail``)."""
+        return self.job_log.tail()
+
     def close(self) -> None:
         self.job_log.close()
 

@@ -40,6 +40,11 @@ TREE_PARTS: dict[str, str] = {
     "undone": "job id -> node that ran its on_tree_aborted hook",
     "open": "set of jobs not finished yet",
     "nodes": "set of the nodes the tree has jobs on",
+    "logs": "job id -> '<log size>:<text>': the end of its log, stored by its node when "
+            "it ended (``--log-keep-bytes``), served once that node is gone",
+    "doomed": "while the tree is being deleted: job id -> node, and 'tags' -> JSON; what "
+              "is left to remove from the indexes once every other key is gone "
+              "(``retention.py``)",
 }
 #: ``<ns>:{<root>}:ready:<node>``: list of the tree's runnable jobs on one node.
 READY_PART = "ready"
@@ -96,6 +101,22 @@ class Keys:
         time (``list --runs-on``). Written at submit and, unlike ``node_trees``, never
         pruned while the tree exists."""
         return f"{self.ns}:runs-on:{node}"
+
+    @property
+    def deleting(self) -> str:
+        """Sorted set of the trees being deleted (root, scored by when it began): a
+        deletion cut short by a crash is finished by the next delete or prune."""
+        return f"{self.ns}:deleting"
+
+    def logs_gone(self, node: str) -> str:
+        """List of the ids of deleted jobs whose log files ``node`` still has to remove
+        (space-separated, many per entry); the node empties it as it removes them."""
+        return f"{self.ns}:node:{node}:logs-gone"
+
+    @property
+    def retention_lock(self) -> str:
+        """String with a TTL: the node pruning old trees now (one at a time)."""
+        return f"{self.ns}:retention"
 
     @property
     def nodes(self) -> str:

@@ -89,6 +89,8 @@ class Finish:
     claim: bool = False
     #: The process that claimed the job (None: the store's own, for tools and tests).
     holder: Holder | None = None
+    #: (log size, its last bytes as text): stored with the outcome (``logtails``).
+    log_tail: tuple[int, str] | None = None
 
 
 # -- decoding what Redis holds or returns ------------------------------------------------

@@ -112,6 +112,17 @@ class Registry:
             self.write_record(name, {**record, "stopped": True, "running": []})
 
     @translate_errors
+    def forget(self, name: str) -> bool:
+        """Remove the record of ``name`` and what Redis keeps for it alone (its tree
+        set, its list of log files to remove). Its epoch counter stays, so a later
+        process of the name is never taken for an older one. False if it had no record."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hdel(k.nodes, name)
+        pipe.unlink(k.node_trees(name), k.logs_gone(name), k.reaper_lock(name))
+        return bool(pipe.execute()[0])
+
+    @translate_errors
     def write_record(self, name: str, record: dict[str, Any]) -> None:
         self.client.hset(self.keys.nodes, name, json.dumps({**record, "seen": time.time()}))
 
@@ -129,7 +140,8 @@ class Registry:
 
     @translate_errors
     def nodes(self) -> list[dict[str, Any]]:
-        """Every node that ever registered, with ``alive`` (its lease is held)."""
+        """Every node that ever registered (and was not forgotten), with ``alive`` (its
+        lease is held) and ``state`` (``node_state``); never its lease token."""
         raw = self.client.hgetall(self.keys.nodes)
         names = sorted(raw)
         pipe = self.client.pipeline(transaction=False)
@@ -142,11 +154,18 @@ class Registry:
                 record = _decode(name, raw[name])
             except CorruptRecordError as exc:
                 record = {"error": str(exc)}
-            out.append({"name": name, "address": record.get("address"),
-                        "running": record.get("running", []) if is_alive else [],
-                        **{k: v for k, v in record.items() if k not in ("running",)},
-                        "alive": bool(is_alive)})
+            entry = {"name": name, "address": record.get("address"),
+                     "running": record.get("running", []) if is_alive else [],
+                     **{k: v for k, v in record.items() if k not in _NOT_SHOWN},
+                     "alive": bool(is_alive)}
+            entry["state"] = node_state(entry)
+            out.append(entry)
         return out
+
+
+#: Record fields never handed out: the lease token lets a process take the name over,
+#: the epoch is fencing bookkeeping; ``running`` is replaced (see ``nodes``).
+_NOT_SHOWN = ("running", "lease_token", "epoch")
 
 
 def node_state(node: dict[str, Any]) -> str:

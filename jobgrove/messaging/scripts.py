@@ -29,6 +29,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "graft": ("parent", "jobs", "limit"),
     "rerun": (),
     "progress": ("job", "token", "progress"),
+    "delete": ("inline",),
 }
 
 

@@ -24,6 +24,7 @@ from jobgrove.errors import (
     StoreUnavailableError,
     UnknownJobError,
 )
+from jobgrove.messaging import logtails
 from jobgrove.messaging.reads import StoreReads
 from jobgrove.messaging.records import (
     Claim,
@@ -181,12 +182,22 @@ class Store(StoreReads):
             # EVALSHA directly: redis-py's script-in-pipeline costs a SCRIPT EXISTS
             # round trip per batch; a NOSCRIPT (server restarted) reloads and retries.
             pipe = self.client.pipeline(transaction=False)
+            # The logs' ends, in the same round trip, one HSET per tree; before the
+            # finishes, as a RUNNING job's tree cannot be deleted meanwhile.
+            tails: dict[str, dict[str, str]] = {}
+            for item in items:
+                if item.log_tail is not None:
+                    tails.setdefault(item.root, {})[item.job_id] = logtails.encode(
+                        *item.log_tail)
+            for root, fields in tails.items():
+                pipe.hset(self.keys.tree_key(root, "logs"), mapping=fields)
             for item in items:
                 keys, argv = script.call_args(self.keys, item.root, self._finish_args(item))
                 pipe.evalsha(script.sha, len(keys), *keys, *argv)
             # Each reply on its own: one failing script must not cost the others.
-            replies = pipe.execute(raise_on_error=False)
-            errors = [r for r in replies if isinstance(r, Exception)]
+            every = pipe.execute(raise_on_error=False)
+            replies = every[len(tails):]
+            errors = [r for r in every if isinstance(r, Exception)]
             if any(isinstance(e, redis.exceptions.NoScriptError) for e in errors) \
                     and attempt == 1:
                 self.client.script_load(script.text)
@@ -195,9 +206,20 @@ class Store(StoreReads):
                 if isinstance(error, (redis.ConnectionError, redis.TimeoutError)) \
                         or refuses_service(error):
                     raise StoreUnavailableError(f"Redis unavailable: {error}") from error
-            return [self._checked(item.root, safe_outcome(item.root, reply))
-                    for item, reply in zip(items, replies)]
+            outcomes = [self._checked(item.root, safe_outcome(item.root, reply))
+                        for item, reply in zip(items, replies)]
+            self._drop_stray_tails(items, outcomes)
+            return outcomes
         raise AssertionError("unreachable")
+
+    def _drop_stray_tails(self, items: list[Finish], outcomes: list[Outcome]) -> None:
+        """A late report of a job whose tree was deleted meanwhile stored its log's end
+        in a tree that no longer exists: remove that key again."""
+        for item, outcome in zip(items, outcomes):
+            if item.log_tail is not None and outcome.verdict is Verdict.STALE \
+                    and not outcome.state \
+                    and not self.client.exists(self.keys.tree_key(item.root, "meta")):
+                self.client.unlink(self.keys.tree_key(item.root, "logs"))
 
     @translate_errors
     def abort(self, job_id: str) -> Outcome:

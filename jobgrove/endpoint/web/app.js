@@ -25,8 +25,8 @@ const dec = new TextDecoder();
 
 const view = {
   ws: null, treeId: null, jobId: null, tree: null, jobs: new Map(), nodes: new Map(),
-  logNext: 0, logEnded: false, partial: "", partialNode: null, retry: 0, refetch: null,
-  confirmAction: null,
+  logNext: 0, logEnded: false, partial: "", partialNode: null, keptNote: "", retry: 0,
+  refetch: null, confirmAction: null,
 };
 
 function el(tag, cls, text) {
@@ -117,7 +117,19 @@ function handle(frame) {
     case "end":
       if (frame.job === view.jobId) {
         view.logEnded = true;
-        $("log-status").textContent = `log complete: job ${frame.state}, ${frame.offset} bytes`;
+        $("log-status").textContent = `log complete: job ${frame.state}, ${frame.offset} bytes` +
+          (view.keptNote ? ` (${view.keptNote})` : "");
+      }
+      break;
+    case "kept":
+      // The job's node is gone: this is the end of its log that the node stored.
+      if (frame.job === view.jobId) {
+        view.keptNote = frame.message;
+        $("log-status").textContent = frame.message;
+        if (frame.missing > 0) {
+          $("log").append(el("span", "cut", `[… ${frame.missing} bytes not kept …]\n`));
+        }
+        view.logNext = Math.max(view.logNext, frame.offset);
       }
       break;
     case "aborted": {
@@ -127,9 +139,24 @@ function handle(frame) {
       break;
     }
     case "error": {
-      const target = frame.job && frame.job === view.jobId ? "log-status" : "tree-banner";
+      const mine = frame.job && frame.job === view.jobId;
+      const target = mine ? "log-status" : "tree-banner";
       $(target).textContent = `${frame.code}: ${frame.message}`;
       $(target).classList.add("error");
+      if (mine) {
+        // An error ends the subscription. A job still running (its node unreachable
+        // for now) is asked for again a little later.
+        view.logEnded = true;
+        const job = view.jobs.get(frame.job);
+        if (frame.code === "unavailable" && job && !FINISHED.includes(job.data.state)) {
+          setTimeout(() => {
+            if (view.jobId !== frame.job || !view.logEnded) return;
+            view.logEnded = false;
+            $("log-status").classList.remove("error");
+            send({ type: "subscribe", job: frame.job, offset: view.logNext });
+          }, 3000);
+        }
+      }
       break;
     }
   }
@@ -409,6 +436,7 @@ function selectJob(id) {
   view.logEnded = false;
   view.partial = "";
   view.partialNode = null;
+  view.keptNote = "";
   $("log").textContent = "";
   $("log-title").textContent = "log of " + jobTitle(id);
   $("log-title").classList.remove("muted");
