@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from jobgrove.core.spec import parse_graft
 from jobgrove.errors import JobgroveError, NodeBusyError, TreeBusyError, UnknownJobError
+from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.logtails import read_stored
 from jobgrove.messaging.records import Finish
 from jobgrove.messaging.registry import Registry
@@ -83,6 +85,44 @@ def test_delete_removes_every_key_and_index_entry(store: Store) -> None:
     assert snapshot(store) == before
     assert store.tree_status(keep)["state"] == "SUCCESS"
     assert tree_counts(store) == (1, 0)
+
+
+def run_until_done(store: Store, root: str, fail_once: set[str]) -> None:
+    """Claim and finish on every node until the tree is done; the jobs in ``fail_once``
+    fail their first attempt (they have retries), each job reports progress first."""
+    while not store.tree_finished(root):
+        claims = [(node, c) for node in ("n1", "n2", "n3") for c in store.claim(root, node, 10)]
+        assert claims, "nothing claimable in an unfinished tree"
+        for _node, claim in claims:
+            assert store.set_progress(root, claim.id, claim.token, 0.5, "half")
+            ok = claim.id not in fail_once
+            fail_once.discard(claim.id)
+            store.finish_many([Finish(root, claim.id, claim.token, ok, "done", None,
+                                      log_tail=(4, "tail"))])
+
+
+def test_delete_removes_what_grafts_retries_and_reruns_added(store: Store) -> None:
+    """Every key a living tree gains (grafted children on a node of their own, retry
+    attempts, progress, a second run) goes with it, index entries included."""
+    Registry(store.client, store.keys).write_record("n3", {"name": "n3"})
+    before = snapshot(store)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "children": [
+        {"kind": "noop", "node": "n2", "retries": 1, "retry_delay": 0}]}, TAGS)
+    _, node, depth, size = store.graft_target(root)
+    grafted = parse_graft({"kind": "noop", "node": "n3"}, kind_infos(), root=root,
+                          parent=root, parent_node=node, parent_depth=depth, tree_size=size)
+    store.graft(root, root, grafted)
+    child = next(j for j in store.tree_flat(root) if j not in (root, grafted[0].id))
+    run_until_done(store, root, {child, root})  # the root has no retries: FAILED
+    assert store.job_status(child)["attempt"] == 2
+    assert store.tree_status(root)["state"] == "FAILED"
+    store.rerun(root)
+    run_until_done(store, root, set())
+    assert store.client.zscore(store.keys.runs_on("n3"), root) is not None
+    Retention(store).delete(root)
+    for node in ("n1", "n2", "n3"):
+        Retention(store).ack_gone_logs(node, 10)
+    assert snapshot(store) == before
 
 
 def test_refused_while_running_or_not_done(store: Store) -> None:
