@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
@@ -33,6 +33,11 @@ SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
 #: Seconds a pooled connection may idle before it is PINGed on its next use.
 HEALTH_CHECK_INTERVAL = 10
+#: Retries of the cluster client on a connection error or CLUSTERDOWN (redirections
+#: are followed anyway): few and short, so that a shard that is down reads as an outage
+#: within a second instead of stalling each command for seconds (redis-py's default is
+#: 10 retries backing off to 1 s). The callers ride outages out and retry themselves.
+CLUSTER_RETRIES = 3
 
 
 def redis_url(explicit: str | None = None) -> str:
@@ -99,7 +104,9 @@ def _cluster(target: RedisTarget, socket_timeout: float) -> RedisCluster:
     try:
         # Unlike the other clients, this one connects now: it reads the slot map from
         # the first seed that answers.
-        return RedisCluster(startup_nodes=seeds, **_common(target, socket_timeout))
+        return RedisCluster(startup_nodes=seeds, retry=Retry(
+            ExponentialWithJitterBackoff(base=0.02, cap=0.2), CLUSTER_RETRIES),
+            **_common(target, socket_timeout))
     except (RedisClusterException, redis.RedisError, OSError) as exc:
         raise StoreUnavailableError(
             f"Redis Cluster unavailable at {target.display()}: {exc}") from exc
