@@ -89,6 +89,11 @@ class Finish:
     claim: bool = False
     #: The process that claimed the job (None: the store's own, for tools and tests).
     holder: Holder | None = None
+    #: The attempt and the tree's run of the claim (``Claim.attempt``, ``Claim.run``):
+    #: given, a job found WAITING for them lost its claim in a failover although it
+    #: ran, and is claimed again in the same step (never run twice). None: never.
+    attempt: int | None = None
+    run: int | None = None
 
 
 # -- decoding what Redis holds or returns ------------------------------------------------

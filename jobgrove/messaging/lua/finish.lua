@@ -10,6 +10,9 @@
 --   A.reporter     the node recording it
 --   A.claim_token  run token to claim the parent with, if it becomes runnable on the
 --                  reporter ('' never claims here)
+--   A.attempt      the attempt of this run, and
+--   A.run          the tree's run it belongs to: a job WAITING for them has lost its
+--                  claim in a failover and is claimed again first (relost.lua; '': no)
 -- A failure with retries left is a failed attempt: the job waits out its retry delay
 -- (WAITING) and the tree goes on; the reply is then {'ok', 'WAITING', '', seconds}.
 -- A stale token or a job no longer RUNNING changes nothing (a fenced-off late result);
