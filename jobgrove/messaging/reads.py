@@ -225,19 +225,18 @@ class StoreReads:
         return set(self.client.smembers(self.keys.node_trees(node)))
 
     @translate_errors
-    def tree_flags(self, node: str) -> dict[str, tuple[bool, bool]]:
-        """For each tree with jobs on ``node``: (finished, aborting)."""
+    def tree_flags(self, node: str) -> dict[str, tuple[bool, bool] | None]:
+        """For each tree with jobs on ``node``: (finished, aborting), or None if the
+        tree does not exist (an index entry whose tree was never written, or deleted)."""
         roots = sorted(self.node_trees(node))
         if not roots:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for root in roots:
-            meta = self.keys.tree_key(root, "meta")
-            pipe.hexists(meta, "finished")
-            pipe.hexists(meta, "abort_cause")
+            pipe.hmget(self.keys.tree_key(root, "meta"), ["finished", "abort_cause", "root"])
         flags = pipe.execute()
-        return {root: (bool(flags[2 * i]), bool(flags[2 * i + 1]))
-                for i, root in enumerate(roots)}
+        return {root: None if stored is None else (finished is not None, abort is not None)
+                for root, (finished, abort, stored) in zip(roots, flags)}
 
     @translate_errors
     def running_on(self, root: str, node: str) -> dict[str, str | None]:

@@ -8,11 +8,14 @@ Everything above the store works the same on all three. The few places that cann
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import SentinelConnectionPool
+
+T = TypeVar("T")
 
 
 def is_cluster(client: Any) -> bool:
@@ -36,22 +39,37 @@ def server_of(client: Any, key: str) -> redis.Redis:
     return server
 
 
+def on_primaries(client: Any, fn: Callable[[redis.Redis], T]) -> list[tuple[str, T]]:
+    """``fn(server)`` on every primary of a cluster, directly (without the cluster
+    client's retries: a dead primary fails at once). A primary that does not answer
+    makes the client read the slot map again first (a failover promoted another: the
+    map is otherwise only refreshed by a keyed command that fails)."""
+    for attempt in (1, 2):
+        try:
+            return [(node.name, fn(client.get_redis_connection(node)))
+                    for node in primaries(client)]
+        except (redis.ConnectionError, redis.TimeoutError):
+            if attempt == 2:
+                raise
+            client.nodes_manager.initialize()
+    raise AssertionError("unreachable")
+
+
+def _cluster_ok(server: Any) -> bool:
+    info: Any = server.execute_command("CLUSTER INFO")
+    if isinstance(info, dict):  # redis-py parses it into a dict of strings
+        return bool(info.get("cluster_state") == "ok")
+    return "cluster_state:ok" in str(info)
+
+
 def ping(client: Any) -> bool:
     """Whether Redis can serve every key now. On a cluster: every primary answers and
-    the cluster says its slots are covered (a plain PING reaches only one node, which
-    answers while another shard is down)."""
+    says the slots are covered (a plain PING reaches one node, which answers while
+    another shard is down)."""
     if not is_cluster(client):
         return bool(client.ping())
-    nodes = primaries(client)
-    if not nodes:
-        return False
-    for node in nodes:
-        # Directly, without the cluster client's retries: a dead primary fails at once.
-        if not client.get_redis_connection(node).ping():
-            return False
-    info = client.get_redis_connection(nodes[0]).execute_command("CLUSTER INFO")
-    text = info.decode() if isinstance(info, bytes) else str(info)
-    return "cluster_state:ok" in text
+    answers = on_primaries(client, lambda server: server.ping() and _cluster_ok(server))
+    return bool(answers) and all(ok for _, ok in answers)
 
 
 def identity(client: Any) -> frozenset[str] | None:
@@ -61,9 +79,8 @@ def identity(client: Any) -> frozenset[str] | None:
     if is_fake(client):
         return None
     if is_cluster(client):
-        return frozenset(
-            f"{node.name}={client.get_redis_connection(node).info('server')['run_id']}"
-            for node in primaries(client))
+        return frozenset(f"{name}={run_id}" for name, run_id in on_primaries(
+            client, lambda server: server.info("server")["run_id"]))
     parts = {f"run_id={client.info('server').get('run_id')}"}
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
