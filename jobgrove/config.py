@@ -45,6 +45,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count(text: str) -> int:
+    """0 or a positive integer."""
+    return 0 if text.strip() in ("0", "+0") else positive_int(text)
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -179,6 +184,14 @@ class NodeConfig:
     reconcile_interval: float = _setting(
         5.0, "re-read Redis this often, for anything pub/sub missed",
         flag="--reconcile-interval", parse=positive_float, metavar="SECONDS")
+    min_replicas_ack: int = _setting(
+        0, "each claim and outcome counts as done only once this many Redis replicas "
+        "acknowledged it (WAIT); 0: as soon as the primary has it", flag="--min-replicas-ack",
+        key="MIN_REPLICAS_ACK", parse=count, metavar="N")
+    ack_timeout: float = _setting(
+        1.0, "seconds a claim or outcome waits for --min-replicas-ack replicas; not "
+        "acknowledged by then, it is treated like a Redis outage", flag="--ack-timeout",
+        key="ACK_TIMEOUT", parse=positive_float, metavar="SECONDS")
     heartbeat: float | None = _setting(None, "lease renewal period (default: lease / 4)")
     tick: float = _setting(0.05, "the node actor's timer period (seconds)")
     namespace: str = _setting("jg", "prefix of every Redis key and channel")
@@ -188,7 +201,11 @@ class NodeConfig:
                 or self.concurrency < 1:
             raise ConfigError(f"concurrency must be a positive integer, got "
                               f"{self.concurrency!r}")
-        for name in ("abort_grace", "lease", "reconcile_interval", "tick"):
+        if not isinstance(self.min_replicas_ack, int) or isinstance(self.min_replicas_ack, bool) \
+                or self.min_replicas_ack < 0:
+            raise ConfigError(f"min_replicas_ack must be an integer >= 0, got "
+                              f"{self.min_replicas_ack!r}")
+        for name in ("abort_grace", "lease", "reconcile_interval", "tick", "ack_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
