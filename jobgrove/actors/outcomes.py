@@ -9,7 +9,7 @@ to keep its outcome: the node actor's memory across outages and failovers.
   transitions. Then (``FailoverWatch``) every journal entry is recorded again: the
   store compares run tokens, so one the new primary has is "stale" and changes
   nothing, one it lacks is applied, and a job whose very claim was lost (WAITING
-  again there) is claimed again and finished in one step (``lua/relost.lua``).
+  again there) is claimed again and finished in one step (``lua/finish.lua``).
 
 A job this process ran never runs twice because a claim came back: a claim of a job
 it runs, has an outcome waiting for, or recorded, for the same attempt and tree run

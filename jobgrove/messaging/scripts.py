@@ -40,9 +40,6 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "progress": ("job", "token", "progress"),
     "own": ("job", "instance"),
 }
-#: Scripts assembled from several bodies, in order (``finish``: a claim lost in a
-#: failover is made again first, see lua/relost.lua).
-BODIES: dict[str, tuple[str, ...]] = {"finish": ("relost", "finish")}
 
 
 def _prelude(args: Sequence[str]) -> str:
@@ -54,8 +51,7 @@ def _prelude(args: Sequence[str]) -> str:
 def source(name: str, shebang: bool = False) -> str:
     """The whole Lua text of script ``name`` (``shebang``: for Redis Cluster)."""
     folder = resources.files("jobgrove.messaging") / "lua"
-    parts = ["common", *BODIES.get(name, (name,))]
-    texts = [(folder / f"{part}.lua").read_text(encoding="utf-8") for part in parts]
+    texts = [(folder / f"{part}.lua").read_text(encoding="utf-8") for part in ("common", name)]
     return "\n".join(["#!lua"] * shebang + [_prelude(SCRIPTS[name]), *texts])
 
 

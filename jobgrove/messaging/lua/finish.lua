@@ -12,7 +12,7 @@
 --                  reporter ('' never claims here)
 --   A.attempt      the attempt of this run, and
 --   A.run          the tree's run it belongs to: a job WAITING for them has lost its
---                  claim in a failover and is claimed again first (relost.lua; '': no)
+--                  claim in a failover and is claimed again first ('': never)
 -- A failure with retries left is a failed attempt: the job waits out its retry delay
 -- (WAITING) and the tree goes on; the reply is then {'ok', 'WAITING', '', seconds}.
 -- A stale token or a job no longer RUNNING changes nothing (a fenced-off late result);
@@ -23,6 +23,25 @@
 -- then the parent's claim as claim.lua gives it]]}.
 local id = A.job
 local st = redis.call('HGET', K.state, id)
+if st == 'WAITING' and A.attempt ~= ''
+    and (redis.call('HGET', K.attempt, id) or '1') == A.attempt
+    and (redis.call('HGET', K.meta, 'run') or '1') == A.run
+    and redis.call('HGET', K.node, id) == A.reporter
+    and redis.call('HEXISTS', K.meta, 'abort_cause') == 0
+    and epoch_current(A.reporter, A.epoch) then
+  -- The claim of this run was lost in a failover (it had not reached the replica that
+  -- is the primary now): the job is WAITING again although it ran. Claim it for this
+  -- very run (same attempt, same tree run, its own node, a process not fenced off)
+  -- again, here, so that its outcome is recorded below; it never runs twice.
+  redis.call('LREM', ready_key(A.reporter), 0, id)
+  redis.call('ZREM', K.delayed, id)
+  redis.call('HSET', K.state, id, 'RUNNING')
+  redis.call('HSETNX', K.started, id, NOW)
+  redis.call('HSET', K.token, id, A.token)
+  redis.call('HSET', K.running, id, A.reporter)
+  redis.call('HSET', K.owner, id, A.instance)
+  st = 'RUNNING'
+end
 if st ~= 'RUNNING' then return {'stale', st or ''} end
 local token = redis.call('HGET', K.token, id)
 if not token then
