@@ -26,7 +26,7 @@ import redis
 from jobgrove.errors import StoreUnavailableError
 from jobgrove.messaging.redis_errors import refuses_service
 from jobgrove.messaging.scripts import TreeScript
-from jobgrove.messaging.topology import is_cluster
+from jobgrove.messaging.topology import is_cluster, script_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Batches:
 
     def _send(self, calls: list[Call]) -> list[Any]:
         if not self.acks:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = script_pipeline(self.client)
             _add(pipe, calls)
             return list(pipe.execute(raise_on_error=False))
         if not is_cluster(self.client):

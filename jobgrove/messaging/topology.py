@@ -27,6 +27,18 @@ def is_fake(client: Any) -> bool:
     return type(client).__module__.split(".")[0] == "fakeredis"
 
 
+def script_pipeline(client: Any) -> Any:
+    """A non-transactional pipeline for script calls. On a cluster it routes EVALSHA
+    by its declared key (``connection.ScriptsByKey``): redis-py 8.1's
+    ``RedisCluster.pipeline()`` leaves out the client's policy resolver, and without it
+    asks a node (COMMAND GETKEYS) before each EVALSHA: a round trip per job outcome."""
+    pipe = client.pipeline(transaction=False)
+    resolver = getattr(client, "_policy_resolver", None)
+    if is_cluster(client) and resolver is not None and hasattr(pipe, "_policy_resolver"):
+        pipe._policy_resolver = resolver
+    return pipe
+
+
 def primaries(client: Any) -> list[ClusterNode]:
     """The primaries of the client's slot map, each once."""
     return list(client.get_primaries())
