@@ -116,11 +116,15 @@ class Upkeep:
         self._reap_after = max(self._reap_after, time.monotonic() + self.ttl * 1.5)
 
     def probe(self) -> bool:
-        """True once Redis accepts writes again (renews the lease, as a heartbeat)."""
+        """True once Redis accepts writes again (renews the lease, as a heartbeat) and
+        serves every key (on a cluster, the lease's shard may be up while another is
+        down: StoreUnavailableError then, as for any outage)."""
         if self.lease.fenced:
             self.lease.name_free()  # a read: still proves Redis answers
         else:
             self._renew()
+        if not self.store.ping():
+            raise StoreUnavailableError("Redis cannot serve every key yet")
         return True
 
     def redis_changed(self, ok: bool, detail: str) -> None:
