@@ -47,7 +47,12 @@ def positive_int(text: str) -> int:
 
 def count(text: str) -> int:
     """0 or a positive integer."""
-    return 0 if text.strip() in ("0", "+0") else positive_int(text)
+    if text.strip() in ("0", "+0"):
+        return 0
+    try:
+        return positive_int(text)
+    except ValueError:
+        raise ValueError(f"must be 0 or a positive integer, got {text!r}") from None
 
 
 def positive_float(text: str) -> float:
