@@ -9,12 +9,15 @@ only the ones whose Redis calls differ on a cluster or through Sentinel."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
 
 from jobgrove import Client
+from jobgrove.actors import upkeep as upkeep_module
+from jobgrove.actors.upkeep import Upkeep
 from jobgrove.core.spec import parse_spec
 from jobgrove.errors import UnknownJobError
 from jobgrove.jobs.api import kind_infos
@@ -33,11 +36,11 @@ from tests.test_store_contract import (  # noqa: F401
     test_a_claim_lost_in_a_failover_is_made_again_by_its_finish,
     test_claim_never_returns_a_job_twice,
     test_node_hints_are_published,
-    test_random_operations_agree_with_model,
     test_reap_fails_jobs_of_a_lost_node,
     test_results_and_context_reach_the_parent,
     test_stale_finish_changes_nothing,
 )
+from tests.test_store_contract import test_random_operations_agree_with_model as agree
 from tests.test_store_input import (  # noqa: F401
     test_any_job_id_resolves_its_tree,
     test_unknown_ids,
@@ -59,6 +62,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def cluster_url(request: pytest.FixtureRequest) -> str:
     return flushed_url(request, "cluster")
+
+
+def test_random_operations_agree_with_model(backend: str) -> None:
+    agree(backend, 1)  # one seed here (three on one server and on fakeredis)
 
 
 def tree(children: int = 2, node: str = "n1") -> dict[str, Any]:
@@ -123,6 +130,13 @@ def test_a_submit_cut_short_leaves_entries_every_read_skips(
             client.status(job.id[:13])
     assert store.tree_flags("n1") == {kept: (False, False), lost: None}
     assert store.claim(lost, "n1", 10) == []
+    # A node leaves it out of its work, and forgets it once it stayed missing.
+    upkeep = SimpleNamespace(store=store, _missing={})
+    assert Upkeep.tree_flags(upkeep, "n1") == {kept: (False, False)}  # type: ignore[arg-type]
+    assert lost in store.node_trees("n1")
+    monkeypatch.setattr(upkeep_module, "MISSING_TREE_GRACE", 0.0)
+    assert Upkeep.tree_flags(upkeep, "n1") == {kept: (False, False)}  # type: ignore[arg-type]
+    assert store.node_trees("n1") == {kept}
 
 
 def test_health_and_identity_see_every_shard(cluster_url: str,

@@ -104,10 +104,11 @@ def identity(client: Any) -> frozenset[str] | None:
 
 
 def reset_connections(client: Any) -> None:
-    """Drop pooled connections (Sentinel: the next ones ask the sentinels for the
-    primary; a connection made before a failover may still reach the old primary)."""
+    """Drop idle pooled connections (Sentinel: the next ones ask the sentinels for the
+    primary; a connection made before a failover may still reach the old primary).
+    Connections in use (a pub/sub listener's) are left alone."""
     if not is_cluster(client) and not is_fake(client):
-        client.connection_pool.disconnect()
+        client.connection_pool.disconnect(inuse_connections=False)
 
 
 def pubsub(client: Any, **kwargs: Any) -> Any:
