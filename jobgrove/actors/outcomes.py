@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from jobgrove.actors.ledger import Outbox
 from jobgrove.actors.messages import Fence, JobDone
@@ -38,16 +39,17 @@ Message = JobDone | Fence
 JOURNAL_KEEP = 30.0
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Run:
-    """A job this process claimed: the claim its outcome is recorded with."""
+    """A job this process claimed: the claim its outcome is recorded with (kept small:
+    a node keeps one per job it ran in the last ``JOURNAL_KEEP`` seconds)."""
 
     root: str
     token: str
     attempt: int
     run: int
-    #: Its outcome once Redis took it (the journal), and when.
-    recorded: Finish | None = None
+    #: Its outcome (ok, summary, result) once Redis took it (the journal), and when.
+    recorded: tuple[bool, str, Any] | None = None
     recorded_at: float = 0.0
 
 
@@ -105,11 +107,10 @@ class Outcomes:
         return False
 
     def _replay(self, job_id: str, run: Run) -> None:
-        item, run.recorded = run.recorded, None
-        assert item is not None
+        outcome, run.recorded = run.recorded, None
+        assert outcome is not None
         self._replays.add(job_id)
-        self.outbox.add(JobDone(run.root, job_id, run.token, item.ok, item.summary,
-                                item.result))
+        self.outbox.add(JobDone(run.root, job_id, run.token, *outcome))
 
     def replay_all(self) -> int:
         """After a failover: every outcome of the journal goes to Redis again."""
@@ -183,7 +184,8 @@ class Outcomes:
                     log.info("outcome of job %s not recorded: it is %s already",
                              item.job_id, outcome.state or "gone")
                 if run is not None:
-                    run.recorded, run.recorded_at = item, now
+                    run.recorded = (item.ok, item.summary, item.result)
+                    run.recorded_at = now
             if outcome.retry_in is not None:
                 done.retries.append((outcome.retry_in, item.root))
             if outcome.claimed is not None:
