@@ -201,6 +201,14 @@ class NodeConfig:
         flag="--log-keep-bytes", key="LOG_KEEP_BYTES", parse=non_negative_int, metavar="N")
     retention_interval: float | None = _setting(
         None, "how often nodes try to prune (default: retention / 10, from 1 s to 60 s)")
+    min_replicas_ack: int = _setting(
+        0, "each claim and outcome counts as done only once this many Redis replicas "
+        "acknowledged it (WAIT); 0: as soon as the primary has it", flag="--min-replicas-ack",
+        key="MIN_REPLICAS_ACK", parse=non_negative_int, metavar="N")
+    ack_timeout: float = _setting(
+        1.0, "seconds a claim or outcome waits for --min-replicas-ack replicas; not "
+        "acknowledged by then, it is treated like a Redis outage", flag="--ack-timeout",
+        key="ACK_TIMEOUT", parse=positive_float, metavar="SECONDS")
     heartbeat: float | None = _setting(None, "lease renewal period (default: lease / 4)")
     tick: float = _setting(0.05, "the node actor's timer period (seconds)")
     namespace: str = _setting("jg", "prefix of every Redis key and channel")
@@ -222,7 +230,11 @@ class NodeConfig:
         if not isinstance(self.retention, (int, float)) or not 0 <= self.retention < 1e10:
             raise ConfigError(f"retention must be a number of seconds >= 0, got "
                               f"{self.retention!r}")
-        for name in ("abort_grace", "lease", "reconcile_interval", "tick"):
+        if not isinstance(self.min_replicas_ack, int) or isinstance(self.min_replicas_ack, bool) \
+                or self.min_replicas_ack < 0:
+            raise ConfigError(f"min_replicas_ack must be an integer >= 0, got "
+                              f"{self.min_replicas_ack!r}")
+        for name in ("abort_grace", "lease", "reconcile_interval", "tick", "ack_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")

@@ -76,7 +76,8 @@ class Node:
         self.config = dataclasses.replace(config or NodeConfig(), **settings)
         client = connect(redis) if redis is None or isinstance(redis, str) else decoded(redis)
         self.keys = Keys(self.config.namespace)
-        self.store = Store(client, self.keys)
+        self.store = Store(client, self.keys, min_replicas_ack=self.config.min_replicas_ack,
+                           ack_timeout=self.config.ack_timeout)
         self.registry = Registry(client, self.keys)
         self.log_dir = self.config.resolved_log_dir(name)
         self.concurrency = self.config.concurrency

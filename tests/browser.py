@@ -60,7 +60,8 @@ def chromium() -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         port_file = Path(profile) / "DevToolsActivePort"
-        wait_for(lambda: port_file.exists() and port_file.read_text().strip(), timeout=20,
+        # Its first start on a loaded machine can take long (hence one per session).
+        wait_for(lambda: port_file.exists() and port_file.read_text().strip(), timeout=60,
                  what="chromium's DevTools port")
         yield f"127.0.0.1:{port_file.read_text().split()[0]}"
     finally:
@@ -78,5 +79,8 @@ def open_page(devtools: str, url: str) -> Page:
         targets = [t for t in json.load(res) if t.get("type") == "page"]
     page = Page(targets[0]["webSocketDebuggerUrl"])
     page.call("Page.enable")
+    # The tab is shared by the session's tests: leave the last test's page first (a URL
+    # differing only in its #hash would not load again).
+    page.call("Page.navigate", url="about:blank")
     page.call("Page.navigate", url=url)
     return page

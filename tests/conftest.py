@@ -73,9 +73,10 @@ def cluster(tmp_path: Any) -> Iterator[Any]:
         yield c
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def browser() -> Iterator[str]:
-    """A headless Chromium (tests.browser); yields its DevTools HTTP address."""
+    """A headless Chromium (tests.browser), one for the session; yields its DevTools HTTP
+    address."""
     from tests.browser import chromium
 
     with chromium() as devtools:
@@ -132,3 +133,36 @@ def cluster_setup(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     with ClusterSetup(replicas=getattr(request, "param", 0)) as setup:
         yield setup
+
+
+@pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[Any]:
+    """One 3-primary Redis Cluster for every test of the session that only needs a
+    healthy one (``flushed_url`` empties it per test); started on first use."""
+    from tests.servers import ClusterSetup
+
+    with ClusterSetup() as setup:
+        yield setup
+
+
+@pytest.fixture(scope="session")
+def shared_sentinel() -> Iterator[Any]:
+    """One Sentinel setup for every test of the session that never fails it over."""
+    from tests.servers import SentinelSetup
+
+    with SentinelSetup() as setup:
+        yield setup
+
+
+def flushed_url(request: pytest.FixtureRequest, kind: str) -> str:
+    """The URL of the shared ``cluster`` or ``sentinel`` setup, emptied (the private
+    redis-server's URL for ``redis``)."""
+    if kind == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    from jobgrove.messaging.connection import connect
+
+    setup = request.getfixturevalue(f"shared_{kind}")
+    client = connect(setup.url)
+    client.flushall()
+    client.close()
+    return str(setup.url)

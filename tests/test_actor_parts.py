@@ -150,3 +150,54 @@ def test_outbox_keeps_order_puts_batches_back_in_front_and_remembers_given_up() 
     assert box.job_ids() == {"j4", "j5"}
     box.forget_tree("r2")
     assert box.job_ids() == {"j5"}
+
+
+class FakeStore:
+    """What ``Outcomes`` and ``FailoverWatch`` ask of the store."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[Any]] = []
+        self.servers = frozenset({"run_id=a"})
+
+    def finish_many(self, items: list[Any]) -> list[Any]:
+        from jobgrove.messaging.records import Outcome, Verdict
+
+        self.sent.append(items)
+        return [Outcome(Verdict.OK, "SUCCESS") for _ in items]
+
+    def identity(self) -> frozenset[str]:
+        return self.servers
+
+
+def test_outcomes_are_kept_and_recorded_again_after_a_failover() -> None:
+    from jobgrove.actors.messages import JobDone
+    from jobgrove.actors.outcomes import FailoverWatch, Outcomes
+    from jobgrove.messaging.records import Claim, Holder
+
+    clock = [100.0]
+    store = FakeStore()
+    outcomes = Outcomes(store, "n1", keep=30, clock=lambda: clock[0])  # type: ignore[arg-type]
+    watch = FailoverWatch(store)  # type: ignore[arg-type]
+    holder = Holder("n1", "i1", 1)
+    claim = Claim("r", "j", "t1", {}, {}, {}, attempt=1, run=1)
+    assert outcomes.started(claim)
+    outcomes.add(JobDone("r", "j", "t1", True, "ok", {"x": 1}))
+    outcomes.flush(False, holder)
+    (item,) = store.sent[-1]
+    assert (item.token, item.attempt, item.run, item.reporter) == ("t1", 1, 1, "n1")
+    # The same run claimed again (the claim was lost): not run, its outcome goes again.
+    assert not outcomes.started(dataclasses.replace(claim, token="t2"))
+    outcomes.flush(False, holder)
+    assert [(i.job_id, i.token, i.result) for i in store.sent[-1]] == [("j", "t2", {"x": 1})]
+    # Another attempt is another run.
+    assert outcomes.started(dataclasses.replace(claim, token="t3", attempt=2))
+    outcomes.add(JobDone("r", "j", "t3", True, "ok"))
+    outcomes.flush(False, holder)
+    watch.check(outcomes)  # the first look: nothing to compare with
+    store.servers = frozenset({"run_id=b"})  # a failover
+    assert watch.check(outcomes) and len(outcomes) == 1
+    outcomes.flush(False, holder)
+    assert [(i.token, i.attempt) for i in store.sent[-1]] == [("t3", 2)]
+    clock[0] += 31
+    watch.check(outcomes)  # the same servers for 30 s: forgotten
+    assert outcomes.runs == {} and outcomes.replay_all() == 0

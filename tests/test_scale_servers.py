@@ -26,8 +26,8 @@ def answers(client: Any, key: str, value: str) -> bool:
         return False
 
 
-def test_sentinel_client_writes_and_reads(sentinel_setup: SentinelSetup) -> None:
-    setup = sentinel_setup
+def test_sentinel_client_writes_and_reads(shared_sentinel: SentinelSetup) -> None:
+    setup = shared_sentinel
     client = connect(setup.url)
     assert client.set("greeting", "hello") and client.get("greeting") == "hello"
     assert client.connection_pool.get_master_address() == (HOST, setup.primary.port)
@@ -57,8 +57,8 @@ def test_sentinel_client_follows_a_failover(sentinel_setup: SentinelSetup) -> No
     assert client.set("after", "failover") and setup.replica.client().get("after") == "failover"
 
 
-def test_cluster_keys_land_on_every_shard(cluster_setup: ClusterSetup) -> None:
-    setup = cluster_setup
+def test_cluster_keys_land_on_every_shard(shared_cluster: ClusterSetup) -> None:
+    setup = shared_cluster
     client = connect(setup.url)
     assert isinstance(client, RedisCluster)
     keys = [f"key-{i}" for i in range(30)]

@@ -18,7 +18,7 @@ from jobgrove.core.model import TreeModel
 from jobgrove.core.states import FINISHED, State
 from jobgrove.messaging.records import Finish
 from jobgrove.messaging.store import Store
-from tests.store_helpers import NODES, make_store, submit
+from tests.store_helpers import NODES, make_store, rollback, snapshot, submit
 
 
 def random_spec(rng: random.Random, max_jobs: int = 25) -> dict[str, Any]:
@@ -420,3 +420,42 @@ def test_node_hints_are_published(backend: Any) -> None:
                                     ("n2", {"t": "done", "root": root})]
     finally:
         pubsub.close()
+
+
+def test_a_claim_lost_in_a_failover_is_made_again_by_its_finish(backend: Any) -> None:
+    """The new primary lacks a claim (replication is asynchronous): the job is WAITING
+    there although it ran. Its outcome, reported for that attempt of that run by its
+    node, claims it again and records it in one step; nothing else does."""
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1",
+                             "children": [{"kind": "noop"}, {"kind": "noop"}]})
+    replica = snapshot(store, root)
+    a, b = store.claim(root, "n1", 2)
+    assert (a.attempt, a.run) == (1, 1)
+    rollback(store, root, replica)  # the failover
+    assert store.job_state(a.id) == store.job_state(b.id) == "WAITING"
+
+    def report(claim: Any, **changes: Any) -> Any:
+        fields = {"reporter": "n1", "attempt": claim.attempt, "run": claim.run, **changes}
+        return store.finish_many([Finish(root, claim.id, claim.token, True, "ok",
+                                         {"by": claim.id}, **fields)])[0]
+
+    before = tree_dump(store, root)
+    for changes in ({"attempt": 2}, {"run": 2}, {"reporter": "n2"},
+                    {"attempt": None, "run": None}):
+        outcome = report(b, **changes)
+        assert (outcome.verdict, outcome.state) == ("stale", "WAITING"), changes
+    assert tree_dump(store, root) == before
+    outcome = report(a)
+    assert (outcome.verdict, outcome.state) == ("ok", "SUCCESS")
+    assert store.results(root, [a.id]) == {a.id: {"by": a.id}}
+    assert store.job_status(a.id)["started"] is not None
+    ready = store.keys.tree_key(root, "ready:n1")
+    assert store.client.lrange(ready, 0, -1) == [b.id]  # a left the ready list
+    assert report(a).verdict == "stale"  # a replay changes nothing
+    assert report(b).verdict == "ok"
+    (parent,) = store.claim(root, "n1", 10)
+    assert parent.id == root and parent.results == {a.id: {"by": a.id}, b.id: {"by": b.id}}
+    assert store.claim(root, "n1", 10) == []
+    store.finish(root, root, parent.token, True)
+    assert store.tree_finished(root)

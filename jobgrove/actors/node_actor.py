@@ -3,7 +3,8 @@
 It turns pub/sub hints and timer ticks into claims (WAITING -> RUNNING, up to the
 concurrency limit), starts tree supervisors, and records outcomes through the
 store's compare-and-set scripts. When Redis is unreachable it keeps outcomes in an
-outbox, starts nothing, and replays the outbox once Redis answers again.
+outbox, starts nothing, and replays the outbox once Redis answers again; after a
+failover it records again what the new primary may lack (``outcomes.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pykka
 from jobgrove.actors.base import Actor, handles
 from jobgrove.actors.health import RedisHealth
 from jobgrove.actors.job_actor import JobActor
-from jobgrove.actors.ledger import Alarms, Outbox, RunnerPool, Slots, Supervisors, undo_key
+from jobgrove.actors.ledger import Alarms, RunnerPool, Slots, Supervisors, undo_key
 from jobgrove.actors.messages import (
     AbortCheck,
     Fence,
@@ -34,12 +35,13 @@ from jobgrove.actors.messages import (
     Tick,
     UndoDone,
 )
+from jobgrove.actors.outcomes import FailoverWatch, Outcomes
 from jobgrove.actors.stats import NodeStats
 from jobgrove.actors.supervisor import TreeSupervisor
 from jobgrove.actors.upkeep import Upkeep
 from jobgrove.errors import StoreUnavailableError
 from jobgrove.jobs.log import GrowthListener
-from jobgrove.messaging.records import Claim, Verdict
+from jobgrove.messaging.records import Claim
 from jobgrove.messaging.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,8 @@ class NodeActor(Actor):
         self.stats = stats or NodeStats(concurrency)
         self.slots: Slots[Ref] = Slots(concurrency)
         self.pool: RunnerPool[Ref] = RunnerPool(concurrency, JobActor.start, _stop)
-        self.outbox: Outbox[Outcome] = Outbox(lambda m: m.job_id)
+        self.outcomes = Outcomes(store, name)
+        self.failover = FailoverWatch(store)
         self.health = RedisHealth(self._redis_changed, self.upkeep.lease.fence)
         self.fenced = False  # acted on the lease being lost (jobs aborted, waiting)
         self.supervisors: Supervisors[Ref] = Supervisors(self._start_supervisor, _stop,
@@ -92,7 +95,7 @@ class NodeActor(Actor):
 
     @property
     def pending_outcomes(self) -> int:
-        return len(self.outbox)
+        return len(self.outcomes)
 
     def all_runners(self) -> list[Ref]:
         """Every job actor, idle or busy (``Node.stop`` waits for them)."""
@@ -119,7 +122,7 @@ class NodeActor(Actor):
             return
         self.pool.give_back(slot.runner, retire=isinstance(message, Fence))
         self._released(message.root)
-        self.outbox.add(message)
+        self.outcomes.add(message)
         self._schedule_fill()
 
     @handles(UndoDone)
@@ -161,7 +164,7 @@ class NodeActor(Actor):
     def _on_tick(self, _message: Tick) -> None:
         now = time.monotonic()
         self.supervisors.stop_idle(self.slots.busy)
-        self.stats.sample(self.slots.used, len(self.outbox), self.health.ok)
+        self.stats.sample(self.slots.used, len(self.outcomes), self.health.ok)
         for root in self.retries.due():
             self.dirty[root] = None
             self._schedule_fill()
@@ -180,7 +183,7 @@ class NodeActor(Actor):
         if self.upkeep.fenced:
             self._lost_name()
             return
-        if self.outbox:
+        if self.outcomes:
             self._flush()
         if now >= self.next_reconcile:
             self._reconcile()
@@ -212,7 +215,7 @@ class NodeActor(Actor):
 
     def _forget(self, root: str) -> None:
         """Drop a done tree nothing of runs here (if a rerun did not just revive it)."""
-        self.outbox.forget_tree(root)
+        self.outcomes.forget_tree(root)
         self.health.tree_errors.forget(root)
         if self.health.call("done check", functools.partial(self.store.tree_finished, root)):
             self.health.call("forget", functools.partial(self.store.forget_node_tree,
@@ -222,6 +225,8 @@ class NodeActor(Actor):
         if not ok:
             self.retry_at = 0.0
             self.stats.count("redis_outages")
+        else:  # connections made before the outage may still reach an old primary
+            self.health.call("reset", self.store.reset_connections)
         self.upkeep.redis_changed(ok, detail)
 
     # -- losing the node name ------------------------------------------------------------
@@ -233,7 +238,7 @@ class NodeActor(Actor):
             self.fenced = True
             self.dirty.clear()
             self.undo_pending.clear()
-            self.outbox.take()  # refused anyway: the newer process settled them
+            self.outcomes.clear()  # refused anyway: the newer process settled them
             why = f"this process lost node name {self.name} to another process"
             for ref in self.supervisors.all():
                 ref.tell(AbortCheck(why))
@@ -243,42 +248,26 @@ class NodeActor(Actor):
 
     # -- outcomes and claims ------------------------------------------------------------------
     def _flush(self) -> None:
-        if not self.outbox or not self.health.ok:
+        if not self.outcomes or not self.health.ok:
             return
-        batch = self.outbox.take()
-        claim = self._may_claim()
-        holder = self.upkeep.holder
-        items = [m.finish(self.name, claim, holder) for m in batch]
         try:
-            outcomes = self.store.finish_many(items)
-        except StoreUnavailableError as exc:
-            # Some may have been applied before the connection broke: replaying them is
-            # safe, the run token makes a second finish a no-op ("stale").
-            self.outbox.put_back(batch)
+            done = self.outcomes.flush(self._may_claim(), self.upkeep.holder)
+        except StoreUnavailableError as exc:  # the batch is back in the outbox
             self.health.changed(False, str(exc))
             return
-        self.stats.recorded(batch, outcomes)
-        ended: dict[str, list[str]] = {}
-        for item, outcome in zip(items, outcomes):
-            if item.ok:
-                ended.setdefault(item.root, []).append(item.job_id)
-            if outcome.verdict is Verdict.ERROR:
-                # Not an outage: a reply that will not change on a retry. Never re-run it.
-                self.outbox.give_up(item.job_id, item.root)
-                log.error("cannot record the outcome of job %s: %s", item.job_id,
-                          outcome.state)
-            elif outcome.verdict is Verdict.STALE:
-                log.info("outcome of job %s not recorded: it is %s already", item.job_id,
-                         outcome.state or "gone")
-            elif outcome.verdict is Verdict.FENCED:
-                self.upkeep.lease.fence()
-            if outcome.retry_in is not None:
-                self.retries.set(outcome.retry_in, item.root)
-            if outcome.claimed is not None:
-                self._dispatch(item.root, [outcome.claimed])
-            elif outcome.ready_on == self.name:
-                self.dirty[item.root] = None
-        for root, ids in ended.items():
+        except Exception as exc:  # not an outage, but an outcome is never dropped
+            self.health.tree_errors.failed("(all)", "recording outcomes", f"{exc!r}")
+            return
+        self.stats.recorded(done.messages, done.outcomes)
+        if done.fenced:
+            self.upkeep.lease.fence()
+        for seconds, root in done.retries:
+            self.retries.set(seconds, root)
+        for claim in done.claims:
+            self._dispatch(claim.root, [claim])
+        for root in done.ready:
+            self.dirty[root] = None
+        for root, ids in done.ended.items():
             ref = self.supervisors.get(root)
             if ref is not None:
                 ref.tell(JobsEnded(tuple(ids)))
@@ -313,6 +302,11 @@ class NodeActor(Actor):
             self._undo(root)
 
     def _dispatch(self, root: str, claims: list[Claim]) -> None:
+        # A run made here already (its claim lost in a failover) never runs twice.
+        claims = [claim for claim in claims if self.outcomes.started(claim)]
+        if not claims:
+            self._schedule_fill()  # its outcome may be on its way again
+            return
         self.stats.count("claims", len(claims))
         runners = []
         for claim in claims:
@@ -344,6 +338,9 @@ class NodeActor(Actor):
         """Re-read every tree this node has jobs in, and act on what pub/sub missed."""
         self.next_reconcile = time.monotonic() + self.upkeep.reconcile_interval
         self.stats.count("reconciliations")
+        # First: a failover may have lost outcomes that everything below builds on.
+        if not self.health.call("failover check", lambda: self.failover.check(self.outcomes)):
+            return
         found = self.health.call("reconcile", lambda: self.upkeep.tree_flags(self.name))
         if found is None:
             return
@@ -382,7 +379,9 @@ class NodeActor(Actor):
             self.store.claimed_on, root, self.name))
         if not running:
             return
-        known = set(self.slots.job_ids()) | self.outbox.job_ids()
+        # (A job whose outcome was recorded is not known here: if Redis shows it RUNNING,
+        # a failover lost the outcome, and its claim, read again, brings it back.)
+        known = set(self.slots.job_ids()) | self.outcomes.pending_ids()
         if any(owner != holder.instance for owner in running.values()):
             ended = self.health.tree_call(root, "reap", functools.partial(
                 self.upkeep.reap_foreign, root))

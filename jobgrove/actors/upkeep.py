@@ -23,6 +23,10 @@ Notifier = Callable[[str, dict[str, Any]], None]
 
 #: Seconds Redis must stay reachable before a recovery is announced.
 RECOVERY_SETTLE = 1.0
+#: Seconds a tree listed for this node may stay missing before the node forgets it
+#: (a submit writes the node's tree set first, then the tree: a crash in between
+#: leaves an entry of a tree that never comes; a slow submit only delays it).
+MISSING_TREE_GRACE = 60.0
 
 
 class Upkeep:
@@ -48,6 +52,7 @@ class Upkeep:
         self._down_since: float | None = None
         self._up_since: float | None = None
         self._outage_notified = False
+        self._missing: dict[str, float] = {}  # trees listed but absent: since when
 
     # -- timers -------------------------------------------------------------------------
     def tick(self, running_ids: list[str]) -> None:
@@ -111,11 +116,15 @@ class Upkeep:
         self._reap_after = max(self._reap_after, time.monotonic() + self.ttl * 1.5)
 
     def probe(self) -> bool:
-        """True once Redis accepts writes again (renews the lease, as a heartbeat)."""
+        """True once Redis accepts writes again (renews the lease, as a heartbeat) and
+        serves every key (on a cluster, the lease's shard may be up while another is
+        down: StoreUnavailableError then, as for any outage)."""
         if self.lease.fenced:
             self.lease.name_free()  # a read: still proves Redis answers
         else:
             self._renew()
+        if not self.store.ping():
+            raise StoreUnavailableError("Redis cannot serve every key yet")
         return True
 
     def redis_changed(self, ok: bool, detail: str) -> None:
@@ -219,8 +228,20 @@ class Upkeep:
 
     # -- reconciliation reads --------------------------------------------------------------
     def tree_flags(self, node: str) -> dict[str, tuple[bool, bool]]:
-        """For each tree with jobs on ``node``: (finished, aborting)."""
-        return self.store.tree_flags(node)
+        """For each tree with jobs on ``node``: (finished, aborting). A listed tree that
+        does not exist is left out, and forgotten once missing for MISSING_TREE_GRACE
+        (the submit that listed it re-lists it after writing the tree)."""
+        found = self.store.tree_flags(node)
+        now = time.monotonic()
+        self._missing = {root: self._missing.get(root, now)
+                         for root, flags in found.items() if flags is None}
+        for root, since in list(self._missing.items()):
+            if now - since >= MISSING_TREE_GRACE:
+                log.warning("tree %s is listed for node %s but does not exist (a submit "
+                            "that did not complete): forgotten", root, node)
+                self.store.forget_node_tree(node, root)
+                del self._missing[root]
+        return {root: flags for root, flags in found.items() if flags is not None}
 
     def claim_undo(self, root: str, limit: int) -> list[str]:
         """Up to ``limit`` undo hooks owed here for an aborted tree, each claimed once."""

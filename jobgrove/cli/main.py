@@ -72,7 +72,9 @@ def _add_globals(parser: argparse.ArgumentParser, json: bool, top: bool) -> None
         return value if top else argparse.SUPPRESS
 
     parser.add_argument("--redis", metavar="URL", default=default(None),
-                        help=f"Redis URL: redis://, rediss:// or unix:// (default: "
+                        help=f"Redis URL: redis://, rediss://, unix://, "
+                             "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] or "
+                             "redis+cluster://HOST:PORT[,HOST:PORT...] (default: "
                              f"$JOBGROVE_REDIS_URL, else {DEFAULT_URL})")
     parser.add_argument("--log-level", metavar="LEVEL", choices=LEVELS,
                         default=default(None),

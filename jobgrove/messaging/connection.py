@@ -14,8 +14,10 @@ import os
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
+from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.policies import BasePolicyResolver, PolicyResolver, StaticPolicyResolver
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
@@ -33,6 +35,11 @@ SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
 #: Seconds a pooled connection may idle before it is PINGed on its next use.
 HEALTH_CHECK_INTERVAL = 10
+#: Retries of the cluster client on a connection error or CLUSTERDOWN (redirections
+#: are followed anyway): few and short, so that a shard that is down reads as an outage
+#: within a second instead of stalling each command for seconds (redis-py's default is
+#: 10 retries backing off to 1 s). The callers ride outages out and retry themselves.
+CLUSTER_RETRIES = 3
 
 
 def redis_url(explicit: str | None = None) -> str:
@@ -93,13 +100,30 @@ def _sentinel(target: RedisTarget, socket_timeout: float) -> redis.Redis:
     return client
 
 
+class ScriptsByKey(BasePolicyResolver):
+    """Routes EVALSHA and EVAL by their declared keys. Without it redis-py's cluster
+    pipeline asks a node (COMMAND GETKEYS) before every script call: a round trip per
+    job outcome (see ``topology.script_pipeline``)."""
+
+    def __init__(self, fallback: PolicyResolver | None = None) -> None:
+        keyed = CommandPolicies(request_policy=RequestPolicy.DEFAULT_KEYED,
+                                response_policy=ResponsePolicy.DEFAULT_KEYED)
+        super().__init__({"core": {"evalsha": keyed, "eval": keyed}},
+                         fallback or StaticPolicyResolver())
+
+    def with_fallback(self, fallback: PolicyResolver) -> PolicyResolver:
+        return ScriptsByKey(fallback)
+
+
 def _cluster(target: RedisTarget, socket_timeout: float) -> RedisCluster:
     seeds = [ClusterNode(host, port)  # type: ignore[no-untyped-call]
              for host, port in target.hosts]
     try:
         # Unlike the other clients, this one connects now: it reads the slot map from
         # the first seed that answers.
-        return RedisCluster(startup_nodes=seeds, **_common(target, socket_timeout))
+        return RedisCluster(startup_nodes=seeds, retry=Retry(
+            ExponentialWithJitterBackoff(base=0.02, cap=0.2), CLUSTER_RETRIES),
+            policy_resolver=ScriptsByKey(), **_common(target, socket_timeout))
     except (RedisClusterException, redis.RedisError, OSError) as exc:
         raise StoreUnavailableError(
             f"Redis Cluster unavailable at {target.display()}: {exc}") from exc

@@ -11,6 +11,8 @@ from typing import Any
 from jobgrove.core.ids import is_job_id
 from jobgrove.core.status import nest_status
 from jobgrove.errors import CorruptRecordError, UnknownJobError
+from jobgrove.messaging import topology
+from jobgrove.messaging.batch import Batches
 from jobgrove.messaging.ids import resolve_id
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.pubsub import Hints
@@ -70,12 +72,15 @@ status_record, JOB_FIELDS, META_FIELDS = _status, _PER_JOB, _META
 class StoreReads:
     """The reading half of ``Store``: connections, and trees and jobs as status objects."""
 
-    def __init__(self, client: Any, keys: Keys | None = None) -> None:
+    def __init__(self, client: Any, keys: Keys | None = None, *, min_replicas_ack: int = 0,
+                 ack_timeout: float = 1.0) -> None:
         # A redis-py client (or fakeredis) with decode_responses=True: typed Any, since
         # redis-py's annotations cannot express "decoded" (every reply is bytes | str).
         self.client: Any = client
         self.keys = keys or Keys()
         self._scripts = register_scripts(client)
+        #: Claims and finishes (``min_replicas_ack``: acknowledged by that many replicas).
+        self.batches = Batches(client, min_replicas_ack, ack_timeout)
         # Run tokens only need to be unique: a random prefix per store and a counter are
         # cheaper than a uuid4 per claim.
         self._token_prefix = uuid.uuid4().hex[:16]
@@ -90,7 +95,7 @@ class StoreReads:
     # -- connections -------------------------------------------------------------
     def pubsub(self, **kwargs: Any) -> Any:
         """A new pub/sub connection (for ``pubsub.Listener``)."""
-        return self.client.pubsub(**kwargs)
+        return topology.pubsub(self.client, **kwargs)
 
     def tree_hints(self, root: str) -> Hints:
         """A subscription to every change of one tree (hints to re-read it)."""
@@ -102,7 +107,18 @@ class StoreReads:
 
     @translate_errors
     def ping(self) -> bool:
-        return bool(self.client.ping())
+        """Redis serves every key now (on a cluster: every shard)."""
+        return topology.ping(self.client)
+
+    @translate_errors
+    def identity(self) -> frozenset[str] | None:
+        """Who serves writes now (``topology.identity``): it changes with a failover."""
+        return topology.identity(self.client)
+
+    @translate_errors
+    def reset_connections(self) -> None:
+        """Drop pooled connections (after an outage: the next ones find the primary)."""
+        topology.reset_connections(self.client)
 
     # -- reading -------------------------------------------------------------------
     def resolve_id(self, text: str) -> str:
@@ -209,19 +225,18 @@ class StoreReads:
         return set(self.client.smembers(self.keys.node_trees(node)))
 
     @translate_errors
-    def tree_flags(self, node: str) -> dict[str, tuple[bool, bool]]:
-        """For each tree with jobs on ``node``: (finished, aborting)."""
+    def tree_flags(self, node: str) -> dict[str, tuple[bool, bool] | None]:
+        """For each tree with jobs on ``node``: (finished, aborting), or None if the
+        tree does not exist (an index entry whose tree was never written, or deleted)."""
         roots = sorted(self.node_trees(node))
         if not roots:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for root in roots:
-            meta = self.keys.tree_key(root, "meta")
-            pipe.hexists(meta, "finished")
-            pipe.hexists(meta, "abort_cause")
+            pipe.hmget(self.keys.tree_key(root, "meta"), ["finished", "abort_cause", "root"])
         flags = pipe.execute()
-        return {root: (bool(flags[2 * i]), bool(flags[2 * i + 1]))
-                for i, root in enumerate(roots)}
+        return {root: None if stored is None else (finished is not None, abort is not None)
+                for root, (finished, abort, stored) in zip(roots, flags)}
 
     @translate_errors
     def running_on(self, root: str, node: str) -> dict[str, str | None]:

@@ -91,6 +91,11 @@ class Finish:
     holder: Holder | None = None
     #: (log size, its last bytes as text): stored with the outcome (``logtails``).
     log_tail: tuple[int, str] | None = None
+    #: The attempt and the tree's run of the claim (``Claim.attempt``, ``Claim.run``):
+    #: given, a job found WAITING for them lost its claim in a failover although it
+    #: ran, and is claimed again in the same step (never run twice). None: never.
+    attempt: int | None = None
+    run: int | None = None
 
 
 # -- decoding what Redis holds or returns ------------------------------------------------

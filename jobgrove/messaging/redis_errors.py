@@ -8,6 +8,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import (
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    RedisClusterException,
+    SlotNotCoveredError,
+)
 
 from jobgrove.errors import BadRedisURLError, JobgroveError, StoreUnavailableError
 
@@ -17,14 +23,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 _UNAVAILABLE_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
                        redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
                        redis.exceptions.MasterDownError)
-_UNAVAILABLE_CODES = ("BUSY", "LOADING", "MISCONF", "NOREPLICAS")
+_UNAVAILABLE_CODES = ("BUSY", "LOADING", "MISCONF", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN",
+                      "MOVED ", "ASK ", "MASTERDOWN", "READONLY")
 #: Replies to the SELECT of a connection whose URL names a database the server lacks.
 _BAD_DB = ("DB index is out of range", "invalid DB index")
 
+#: What redis-py's cluster client raises for a mistake of ours (a command it cannot
+#: route or pipeline): never an outage, so it is not retried for ever.
+_CLUSTER_MISTAKES = (CrossSlotTransactionError, InvalidPipelineStack)
+_MISTAKE_TEXTS = ("is blocked", "Too many targets", "Invalid args", "not implemented",
+                  "shard_hint")
+
+
+def cluster_unavailable(exc: BaseException) -> bool:
+    """A cluster client error meaning "the cluster cannot serve now": slots not covered
+    (a shard down, a failover under way), no seed reachable, no agreement on the slot
+    map, no node for a command. These derive from ``Exception``, not ``RedisError``."""
+    if isinstance(exc, SlotNotCoveredError):
+        return True
+    if not isinstance(exc, RedisClusterException) or isinstance(exc, _CLUSTER_MISTAKES):
+        return False
+    return not any(text in str(exc) for text in _MISTAKE_TEXTS)
+
+
 def refuses_service(exc: Exception) -> bool:
     """An error reply meaning "Redis is there but cannot serve now" (OOM, read-only,
-    BUSY script, LOADING...): handled like an outage, never as a verdict."""
-    if isinstance(exc, _UNAVAILABLE_ERRORS):
+    BUSY script, LOADING, CLUSTERDOWN, TRYAGAIN...): handled like an outage, never as a
+    verdict."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS) or cluster_unavailable(exc):
         return True
     # redis-py prefixes errors inside a pipeline: "Command # 1 (...) caused error: BUSY"
     message = str(exc).rsplit(" caused error: ", 1)[-1]
@@ -42,6 +68,10 @@ def translate_errors(fn: F) -> F:
             raise  # ours already (WaitTimeoutError is an OSError too)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
+        except RedisClusterException as exc:
+            if cluster_unavailable(exc):
+                raise StoreUnavailableError(f"Redis Cluster unavailable: {exc}") from exc
+            raise
         except redis.ResponseError as exc:
             if refuses_service(exc):
                 raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc

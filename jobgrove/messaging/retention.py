@@ -26,13 +26,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import redis
-
 from jobgrove.core.ids import is_job_id
-from jobgrove.errors import JobgroveError, NodeBusyError, StoreUnavailableError, TreeBusyError
-from jobgrove.messaging.redis_errors import refuses_service, translate_errors
+from jobgrove.errors import JobgroveError, NodeBusyError, TreeBusyError
+from jobgrove.messaging.redis_errors import translate_errors
 from jobgrove.messaging.registry import Registry
-from jobgrove.messaging.scripts import TreeScript
 from jobgrove.messaging.store import Store
 
 #: Trees deleted per round trip (each still by its own script).
@@ -84,7 +81,6 @@ class Retention:
         self.store = store
         self.client: Any = store.client
         self.keys = store.keys
-        self._script = TreeScript(self.client, "delete")
         self._renew = self.client.register_script(_LOCK_RENEW)
         self._release = self.client.register_script(_LOCK_RELEASE)
 
@@ -128,24 +124,11 @@ class Retention:
         return list(deleted), refused
 
     def _run_scripts(self, roots: list[str]) -> list[Any]:
-        script = self._script
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for root in roots:
-                keys, argv = script.call_args(self.keys, root, {"inline": _CHUNK})
-                pipe.evalsha(script.sha, len(keys), *keys, *argv)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
-            errors = [r for r in replies if isinstance(r, Exception)]
-            if attempt == 1 and any(isinstance(e, redis.exceptions.NoScriptError)
-                                    for e in errors):
-                self.client.script_load(script.text)  # a second run is harmless
-                continue
-            for error in errors:
-                if isinstance(error, (redis.ConnectionError, redis.TimeoutError)) \
-                        or refuses_service(error):
-                    raise StoreUnavailableError(f"Redis unavailable: {error}") from error
-            return replies
-        raise AssertionError("unreachable")
+        """The delete script on each tree, one round trip per server (each reply on its
+        own; StoreUnavailableError if Redis cannot serve now)."""
+        return self.store.batches.run([self.store.script_call("delete", root,
+                                                              {"inline": _CHUNK})
+                                       for root in roots])
 
     def _clean(self, trees: dict[str, dict[str, str] | None]) -> None:
         """Steps 3 and 4 for trees whose keys are gone but ``doomed`` (given for the
@@ -296,8 +279,8 @@ class Retention:
         if registry.lease_held(name):
             raise NodeBusyError(f"node {name} is up (a live process holds its name): stop "
                                 "it first; only stopped or lost nodes can be forgotten")
-        busy = [root for root, (finished, _) in self.store.tree_flags(name).items()
-                if not finished and self.store.client.exists(self.keys.tree_key(root, "meta"))]
+        busy = [root for root, flags in self.store.tree_flags(name).items()
+                if flags is not None and not flags[0]]
         running = [job for root in busy for job in self.store.running_on(root, name)]
         if running:
             raise NodeBusyError(

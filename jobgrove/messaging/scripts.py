@@ -7,7 +7,15 @@ first) and the script's own arguments as
 ``A.<name>``, then names the tree's keys and channels (``keys.lua_names``). The shared
 functions of ``lua/common.lua`` follow, then the script's body. The only key passed is
 the tree's ``meta`` key: it gives the script its hash slot, and every key it touches
-shares that slot (the ``{root}`` hash tag).
+shares that slot (the ``{root}`` hash tag). Redis 7 allows undeclared keys of the
+declared key's slot; the other keys cannot all be declared up front (a tree's ready
+lists are per node, found in the tree itself).
+
+On Redis Cluster the scripts start with a ``#!lua`` shebang: Redis then checks that
+every key a script touches is in the declared key's slot, wherever the slots live
+(without it, a key of another slot on the same server passes). Not elsewhere: Redis
+before 7.0 and fakeredis (the embedded mode) cannot load a shebang, and one server has
+no slots to check.
 """
 
 from __future__ import annotations
@@ -17,12 +25,13 @@ from importlib import resources
 from typing import Any
 
 from jobgrove.messaging.keys import Keys, lua_names
+from jobgrove.messaging.topology import is_cluster
 
 #: Script name -> its named arguments, in order (each .lua file documents them).
 SCRIPTS: dict[str, tuple[str, ...]] = {
     "claim": ("node", "max", "token_base", "instance", "epoch"),
     "finish": ("job", "token", "instance", "epoch", "outcome", "summary", "result",
-               "reporter", "claim_token"),
+               "reporter", "claim_token", "attempt", "run", "log"),
     "abort": ("job",),
     "reap": ("node", "summary", "spare", "epoch", "upto"),
     "fail": ("job", "summary"),
@@ -30,6 +39,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "rerun": (),
     "progress": ("job", "token", "progress"),
     "delete": ("inline",),
+    "own": ("job", "instance"),
 }
 
 
@@ -39,12 +49,11 @@ def _prelude(args: Sequence[str]) -> str:
             f"local A = {{{named}}}\n" + lua_names())
 
 
-def source(name: str) -> str:
-    """The whole Lua text of script ``name``."""
+def source(name: str, shebang: bool = False) -> str:
+    """The whole Lua text of script ``name`` (``shebang``: for Redis Cluster)."""
     folder = resources.files("jobgrove.messaging") / "lua"
-    common = (folder / "common.lua").read_text(encoding="utf-8")
-    body = (folder / f"{name}.lua").read_text(encoding="utf-8")
-    return "\n".join((_prelude(SCRIPTS[name]), common, body))
+    texts = [(folder / f"{part}.lua").read_text(encoding="utf-8") for part in ("common", name)]
+    return "\n".join(["#!lua"] * shebang + [_prelude(SCRIPTS[name]), *texts])
 
 
 class TreeScript:
@@ -53,7 +62,7 @@ class TreeScript:
     def __init__(self, client: Any, name: str) -> None:
         self.name = name
         self.args = SCRIPTS[name]
-        self._script = client.register_script(source(name))
+        self._script = client.register_script(source(name, shebang=is_cluster(client)))
 
     @property
     def sha(self) -> str:

@@ -14,17 +14,15 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-
 from jobgrove.core.spec import DEFAULT_RETRY_DELAY, MAX_JOBS, JobSpec
 from jobgrove.core.states import State
 from jobgrove.errors import (
     CorruptRecordError,
     RefusedError,
-    StoreUnavailableError,
     UnknownJobError,
 )
 from jobgrove.messaging import logtails
+from jobgrove.messaging.batch import Call
 from jobgrove.messaging.reads import StoreReads
 from jobgrove.messaging.records import (
     Claim,
@@ -37,9 +35,8 @@ from jobgrove.messaging.records import (
     load_json,
     safe_outcome,
 )
-from jobgrove.messaging.redis_errors import refuses_service, translate_errors
-
-_CHUNK = 2000  # fields per HSET, so a 100,000-job submit is not one giant command
+from jobgrove.messaging.redis_errors import translate_errors
+from jobgrove.messaging.submit import submit_tree
 
 
 def spec_json(job: JobSpec) -> str:
@@ -63,61 +60,9 @@ class Store(StoreReads):
     # -- writing a tree ----------------------------------------------------------
     @translate_errors
     def submit(self, jobs: list[JobSpec], tags: dict[str, str]) -> str:
-        """Store a validated tree (all or nothing) and tell its nodes. Returns the root id."""
-        root = jobs[0].id
-        k = self.keys
-        seconds, micros = self.client.time()  # the server's clock, as the scripts use
-        now = seconds + micros / 1e6
-        pipe = self.client.pipeline(transaction=True)
-
-        def hset_chunks(key: str, items: Iterable[tuple[str, Any]]) -> None:
-            batch: dict[str, Any] = {}
-            for field, value in items:
-                batch[field] = value
-                if len(batch) >= _CHUNK:
-                    pipe.hset(key, mapping=batch)
-                    batch = {}
-            if batch:
-                pipe.hset(key, mapping=batch)
-
-        def tk(part: str) -> str:
-            return k.tree_key(root, part)
-
-        hset_chunks(tk("spec"), ((j.id, spec_json(j)) for j in jobs))
-        hset_chunks(tk("state"), ((j.id, State.NEW if j.children else State.WAITING) for j in jobs))
-        hset_chunks(tk("node"), ((j.id, j.node) for j in jobs))
-        hset_chunks(tk("parent"), ((j.id, j.parent) for j in jobs if j.parent))
-        hset_chunks(tk("pending"), ((j.id, len(j.children)) for j in jobs if j.children))
-        hset_chunks(k.roots, ((j.id, root) for j in jobs))
-        for start in range(0, len(jobs), _CHUNK):
-            pipe.sadd(tk("open"), *(j.id for j in jobs[start:start + _CHUNK]))
-        leaves: dict[str, list[str]] = {}
-        for j in jobs:
-            if not j.children:
-                leaves.setdefault(j.node, []).append(j.id)
-        # Deepest leaves first: the order within a node's ready list is the start order.
-        for node, ids in leaves.items():
-            for start in range(0, len(ids), _CHUNK):
-                pipe.rpush(k.ready(root, node), *ids[start:start + _CHUNK])
-        nodes = sorted({j.node for j in jobs})
-        pipe.sadd(tk("nodes"), *nodes)
-        pipe.hset(tk("meta"), mapping={
-            "root": root, "title": jobs[0].title, "created": repr(now),
-            "tags": json.dumps(tags), "size": len(jobs)})
-        pipe.zadd(k.trees, {root: now})
-        for start in range(0, len(jobs), _CHUNK):
-            pipe.zadd(k.ids, {j.id: 0 for j in jobs[start:start + _CHUNK]})
-        for node in nodes:
-            pipe.zadd(k.runs_on(node), {root: now})
-        for key, value in tags.items():
-            pipe.zadd(k.tag(key, value), {root: now})
-        for node in nodes:
-            pipe.sadd(k.node_trees(node), root)
-        hint = json.dumps({"t": "ready", "root": root})
-        for node in leaves:
-            pipe.publish(k.node_channel(node), hint)
-        pipe.execute()
-        return root
+        """Store a validated tree (all or nothing) and tell its nodes. Returns the root
+        id. Single-slot steps, index entries first (see ``submit.py``)."""
+        return submit_tree(self.client, self.keys, jobs, tags, spec_json)
 
     @translate_errors
     def set_context(self, root: str, key: str, value: Any) -> None:
@@ -132,12 +77,21 @@ class Store(StoreReads):
         if max_jobs <= 0:
             return []
         holder = holder or self.holder
-        flat = self._scripts["claim"](self.keys, root, node=node, max=max_jobs,
-                                      token_base=self._token_base(),
-                                      instance=holder.instance, epoch=holder.epoch)
+        named = {"node": node, "max": max_jobs, "token_base": self._token_base(),
+                 "instance": holder.instance, "epoch": holder.epoch}
+        if self.batches.acks:
+            # With its WAIT, on the same connection (NotReplicatedError: an outage; the
+            # jobs stay RUNNING for this process, recovered by ``reclaim``).
+            flat, = self.batches.run([self.script_call("claim", root, named)])
+        else:
+            flat = self._scripts["claim"](self.keys, root, **named)
         claims, bad = decode_claims(root, flat)
         self._fail_corrupt(root, bad)
         return claims
+
+    def script_call(self, script: str, root: str, named: dict[str, Any]) -> Call:
+        keys, argv = self._scripts[script].call_args(self.keys, root, named)
+        return Call(self._scripts[script], keys, argv)
 
     def _fail_corrupt(self, root: str, bad: dict[str, str]) -> None:
         for job_id, why in bad.items():
@@ -158,7 +112,10 @@ class Store(StoreReads):
             "summary": item.summary[:2000],
             "result": "" if item.result is None else json.dumps(item.result),
             "reporter": item.reporter,
-            "claim_token": self._token_base() if item.claim else ""}
+            "claim_token": self._token_base() if item.claim else "",
+            "attempt": "" if item.attempt is None else str(item.attempt),
+            "run": "" if item.run is None else str(item.run),
+            "log": "" if item.log_tail is None else logtails.encode(*item.log_tail)}
 
     def _checked(self, root: str, outcome: Outcome) -> Outcome:
         if outcome.corrupt:
@@ -176,50 +133,16 @@ class Store(StoreReads):
 
     @translate_errors
     def finish_many(self, items: list[Finish]) -> list[Outcome]:
-        """``finish`` for many jobs in one round trip (each still its own atomic script)."""
-        script = self._scripts["finish"]
-        for attempt in (1, 2):
-            # EVALSHA directly: redis-py's script-in-pipeline costs a SCRIPT EXISTS
-            # round trip per batch; a NOSCRIPT (server restarted) reloads and retries.
-            pipe = self.client.pipeline(transaction=False)
-            # The logs' ends, in the same round trip, one HSET per tree; before the
-            # finishes, as a RUNNING job's tree cannot be deleted meanwhile.
-            tails: dict[str, dict[str, str]] = {}
-            for item in items:
-                if item.log_tail is not None:
-                    tails.setdefault(item.root, {})[item.job_id] = logtails.encode(
-                        *item.log_tail)
-            for root, fields in tails.items():
-                pipe.hset(self.keys.tree_key(root, "logs"), mapping=fields)
-            for item in items:
-                keys, argv = script.call_args(self.keys, item.root, self._finish_args(item))
-                pipe.evalsha(script.sha, len(keys), *keys, *argv)
-            # Each reply on its own: one failing script must not cost the others.
-            every = pipe.execute(raise_on_error=False)
-            replies = every[len(tails):]
-            errors = [r for r in every if isinstance(r, Exception)]
-            if any(isinstance(e, redis.exceptions.NoScriptError) for e in errors) \
-                    and attempt == 1:
-                self.client.script_load(script.text)
-                continue  # replaying is safe: a second finish of a job is "stale"
-            for error in errors:
-                if isinstance(error, (redis.ConnectionError, redis.TimeoutError)) \
-                        or refuses_service(error):
-                    raise StoreUnavailableError(f"Redis unavailable: {error}") from error
-            outcomes = [self._checked(item.root, safe_outcome(item.root, reply))
-                        for item, reply in zip(items, replies)]
-            self._drop_stray_tails(items, outcomes)
-            return outcomes
-        raise AssertionError("unreachable")
+        """``finish`` for many jobs in one round trip per server (each still its own
+        atomic script; with ``--min-replicas-ack``, acknowledged by the replicas or
+        ``NotReplicatedError``). Replaying a batch is safe: a second finish of a job
+        is "stale"."""
+        replies = self.batches.run([self.script_call("finish", item.root, self._finish_args(item))
+                                    for item in items])
+        # Each reply on its own: one failing script must not cost the others.
+        return [self._checked(item.root, safe_outcome(item.root, reply))
+                for item, reply in zip(items, replies)]
 
-    def _drop_stray_tails(self, items: list[Finish], outcomes: list[Outcome]) -> None:
-        """A late report of a job whose tree was deleted meanwhile stored its log's end
-        in a tree that no longer exists: remove that key again."""
-        for item, outcome in zip(items, outcomes):
-            if item.log_tail is not None and outcome.verdict is Verdict.STALE \
-                    and not outcome.state \
-                    and not self.client.exists(self.keys.tree_key(item.root, "meta")):
-                self.client.unlink(self.keys.tree_key(item.root, "logs"))
 
     @translate_errors
     def abort(self, job_id: str) -> Outcome:
@@ -331,6 +254,13 @@ class Store(StoreReads):
         state, token, raw_spec, owner = pipe.execute()
         if state != State.RUNNING or owner != holder.instance:
             return None
+        if self.batches.acks:
+            # Run it only once the replicas have its claim: the claim may be one that was
+            # not acknowledged (NotReplicatedError when they still lack it).
+            owned, = self.batches.run([self.script_call(
+                "own", root, {"job": job_id, "instance": holder.instance})])
+            if owned != 1:
+                return None
         try:
             if token is None:
                 raise CorruptRecordError(f"run token of job {job_id} is missing")

@@ -10,6 +10,11 @@
 --   A.reporter     the node recording it
 --   A.claim_token  run token to claim the parent with, if it becomes runnable on the
 --                  reporter ('' never claims here)
+--   A.attempt      the attempt of this run, and
+--   A.run          the tree's run it belongs to: a job WAITING for them has lost its
+--                  claim in a failover and is claimed again first ('': never)
+--   A.log          '<log size>:<text>', the end of the job's log ('' for none): stored
+--                  for this run, or for a late report when none is stored yet
 -- A failure with retries left is a failed attempt: the job waits out its retry delay
 -- (WAITING) and the tree goes on; the reply is then {'ok', 'WAITING', '', seconds}.
 -- A stale token or a job no longer RUNNING changes nothing (a fenced-off late result);
@@ -20,8 +25,30 @@
 -- then the parent's claim as claim.lua gives it]]}.
 local id = A.job
 local st = redis.call('HGET', K.state, id)
-if st ~= 'RUNNING' then return {'stale', st or ''} end
+if st == 'WAITING' and A.attempt ~= ''
+    and (redis.call('HGET', K.attempt, id) or '1') == A.attempt
+    and (redis.call('HGET', K.meta, 'run') or '1') == A.run
+    and redis.call('HGET', K.node, id) == A.reporter
+    and redis.call('HEXISTS', K.meta, 'abort_cause') == 0
+    and epoch_current(A.reporter, A.epoch) then
+  -- The claim of this run was lost in a failover (it had not reached the replica that
+  -- is the primary now): the job is WAITING again although it ran. Claim it for this
+  -- very run (same attempt, same tree run, its own node, a process not fenced off)
+  -- again, here, so that its outcome is recorded below; it never runs twice.
+  redis.call('LREM', ready_key(A.reporter), 0, id)
+  redis.call('ZREM', K.delayed, id)
+  redis.call('HSET', K.state, id, 'RUNNING')
+  redis.call('HSETNX', K.started, id, NOW)
+  redis.call('HSET', K.token, id, A.token)
+  redis.call('HSET', K.running, id, A.reporter)
+  redis.call('HSET', K.owner, id, A.instance)
+  st = 'RUNNING'
+end
 local token = redis.call('HGET', K.token, id)
+if A.log ~= '' and st and (token == A.token or redis.call('HEXISTS', K.logs, id) == 0) then
+  redis.call('HSET', K.logs, id, A.log)
+end
+if st ~= 'RUNNING' then return {'stale', st or ''} end
 if not token then
   fail_corrupt(id, 'run token of job ' .. id .. ' is missing')
   return {'ok', 'FAILED'}
