@@ -16,7 +16,7 @@ from typing import Any
 
 from websockets.sync.client import connect as ws_connect
 
-from tests.helpers import wait_for
+from tests.helpers import dies_with_parent, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -53,9 +53,10 @@ def chromium() -> Iterator[str]:
     assert CHROMIUM is not None
     profile = tempfile.mkdtemp(prefix="jobgrove-chromium-")
     proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--window-size=1400,900", f"--user-data-dir={profile}",
+        [*dies_with_parent(), CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--window-size=1400,900",
+         f"--user-data-dir={profile}",
          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -16,6 +16,17 @@ import redis
 T = TypeVar("T")
 
 
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def dies_with_parent() -> list[str]:
+    """A command prefix that makes a server this process starts die with it (Linux
+    ``PR_SET_PDEATHSIG`` through util-linux's ``setpriv``, when it is installed): a
+    test run that crashes leaves no redis-server or browser behind. (Not a
+    ``preexec_fn``: that is unsafe in a process with threads.)"""
+    return [_SETPRIV, "--pdeathsig", "KILL"] if _SETPRIV else []
+
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
              what: str = "condition") -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
@@ -63,9 +74,9 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always",
-             "--dir", self.dir, "--protected-mode", "no",
+            [*dies_with_parent(), self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "yes" if self.durable else "no",
+             "--appendfsync", "always", "--dir", self.dir, "--protected-mode", "no",
              "--logfile", os.path.join(self.dir, "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import dies_with_parent, free_port, wait_for
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -103,7 +103,8 @@ class ServerProcess:
         """Start and wait until it answers PING. ``new_port_on_clash``: if the port was
         taken meanwhile (another test's server), retry on new free ports."""
         for attempt in range(3):
-            self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([*dies_with_parent(), *self.command()],
+                                         stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
             self.paused = False
             deadline = time.monotonic() + timeout

@@ -4,8 +4,12 @@ all of its consequences (tree abort, readiness, hints) in the same step.
 Each script is called with named arguments. ``SCRIPTS`` declares them; the generated
 prelude binds ``NS`` (key namespace), ``CH`` (channel prefix) and ``ROOT`` (always
 first) and the script's own arguments as
-``A.<name>``, then names the tree's keys and channels (``keys.lua_names``). The shared
-functions of ``lua/common.lua`` follow, then the script's body. The only key passed is
+``A.<name>``, then names the tree's keys and channels (``keys.lua_names``). A script of
+``ITEM_FIELDS`` also takes a list of items (``items=[(value, ...), ...]``, each in the
+order of its fields), bound as
+``ITEMS``, a list of tables: one call does the same step for many jobs of one tree
+(one script run instead of one per job: ``finish`` records a batch of outcomes). The
+shared functions of ``lua/common.lua`` follow, then the script's body. The only key passed is
 the tree's ``meta`` key: it gives the script its hash slot, and every key it touches
 shares that slot (the ``{root}`` hash tag). Redis 7 allows undeclared keys of the
 declared key's slot; the other keys cannot all be declared up front (a tree's ready
@@ -20,6 +24,7 @@ no slots to check.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -30,8 +35,7 @@ from jobgrove.messaging.topology import is_cluster
 #: Script name -> its named arguments, in order (each .lua file documents them).
 SCRIPTS: dict[str, tuple[str, ...]] = {
     "claim": ("node", "max", "token_base", "instance", "epoch"),
-    "finish": ("job", "token", "instance", "epoch", "outcome", "summary", "result",
-               "reporter", "claim_token", "attempt", "run", "log"),
+    "finish": (),
     "abort": ("job",),
     "reap": ("node", "summary", "spare", "epoch", "upto"),
     "fail": ("job", "summary"),
@@ -43,17 +47,38 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _prelude(args: Sequence[str]) -> str:
+#: Script name -> the named fields of each item it takes (see the module's doc).
+ITEM_FIELDS: dict[str, tuple[str, ...]] = {
+    "finish": ("job", "token", "instance", "epoch", "outcome", "summary", "result",
+               "reporter", "claim_token", "attempt", "run", "log"),
+}
+
+
+def _prelude(args: Sequence[str], fields: Sequence[str]) -> str:
     named = ", ".join(f"{name} = ARGV[{i}]" for i, name in enumerate(args, start=4))
-    return ("local NS, CH, ROOT = ARGV[1], ARGV[2], ARGV[3]\n"
-            f"local A = {{{named}}}\n" + lua_names())
+    text = ("local NS, CH, ROOT = ARGV[1], ARGV[2], ARGV[3]\n"
+            f"local A = {{{named}}}\n")
+    if fields:
+        # The items come as one JSON array of arrays: packing one argument costs the
+        # client far less than packing a dozen per item.
+        text += (f"local ITEMS = {{}}\n"
+                 f"do\n"
+                 f"  local F = {{{', '.join(repr(f) for f in fields)}}}\n"
+                 f"  for i, values in ipairs(cjson.decode(ARGV[{4 + len(args)}])) do\n"
+                 f"    local item = {{}}\n"
+                 f"    for j = 1, #F do item[F[j]] = values[j] end\n"
+                 f"    ITEMS[i] = item\n"
+                 f"  end\n"
+                 f"end\n")
+    return text + lua_names()
 
 
 def source(name: str, shebang: bool = False) -> str:
     """The whole Lua text of script ``name`` (``shebang``: for Redis Cluster)."""
     folder = resources.files("jobgrove.messaging") / "lua"
     texts = [(folder / f"{part}.lua").read_text(encoding="utf-8") for part in ("common", name)]
-    return "\n".join(["#!lua"] * shebang + [_prelude(SCRIPTS[name]), *texts])
+    return "\n".join(["#!lua"] * shebang
+                     + [_prelude(SCRIPTS[name], ITEM_FIELDS.get(name, ())), *texts])
 
 
 class TreeScript:
@@ -62,6 +87,7 @@ class TreeScript:
     def __init__(self, client: Any, name: str) -> None:
         self.name = name
         self.args = SCRIPTS[name]
+        self.fields = ITEM_FIELDS.get(name, ())
         self._script = client.register_script(source(name, shebang=is_cluster(client)))
 
     @property
@@ -74,12 +100,22 @@ class TreeScript:
 
     def call_args(self, keys: Keys, root: str,
                   named: dict[str, Any]) -> tuple[list[str], list[Any]]:
-        """(KEYS, ARGV) of a call; every declared argument must be given, nothing else."""
-        if named.keys() != set(self.args):
-            missing = sorted(set(self.args) - named.keys())
-            extra = sorted(named.keys() - set(self.args))
+        """(KEYS, ARGV) of a call; every declared argument must be given, nothing else
+        (and ``items``, for a script of ``ITEM_FIELDS``: a list of sequences of values,
+        each in the order of the item fields)."""
+        expected = {*self.args, "items"} if self.fields else set(self.args)
+        if named.keys() != expected:
+            missing = sorted(expected - named.keys())
+            extra = sorted(named.keys() - expected)
             raise TypeError(f"script {self.name}: missing {missing}, unexpected {extra}")
         argv = [keys.ns, keys.channel_prefix, root, *(named[a] for a in self.args)]
+        if self.fields:
+            items = named["items"]
+            for item in items:
+                if len(item) != len(self.fields):
+                    raise TypeError(f"script {self.name}: an item has {len(item)} values, "
+                                    f"not {len(self.fields)} ({', '.join(self.fields)})")
+            argv.append(json.dumps(items))
         return [keys.tree_key(root, "meta")], argv
 
     def __call__(self, keys: Keys, root: str, **named: Any) -> Any:

@@ -14,11 +14,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import redis
+
 from jobgrove.core.spec import DEFAULT_RETRY_DELAY, MAX_JOBS, JobSpec
 from jobgrove.core.states import State
 from jobgrove.errors import (
     CorruptRecordError,
     RefusedError,
+    StoreUnavailableError,
     UnknownJobError,
 )
 from jobgrove.messaging import logtails
@@ -35,7 +38,7 @@ from jobgrove.messaging.records import (
     load_json,
     safe_outcome,
 )
-from jobgrove.messaging.redis_errors import translate_errors
+from jobgrove.messaging.redis_errors import refuses_service, translate_errors
 from jobgrove.messaging.submit import submit_tree
 
 
@@ -52,6 +55,25 @@ def spec_json(job: JobSpec) -> str:
     if job.timeout is not None:
         spec["timeout"] = job.timeout
     return json.dumps(spec)
+
+
+#: Most outcomes of one tree recorded by one script run (bounds how long it runs).
+FINISH_BATCH = 200
+
+
+def _item_reply(reply: Any, n: int) -> Any:
+    """Item ``n`` of a batch script's reply; an item's Lua error becomes an exception
+    (StoreUnavailableError when it means Redis cannot serve now: replayed later)."""
+    try:
+        item = reply[n]
+    except (IndexError, TypeError, KeyError):
+        return redis.exceptions.ResponseError(f"no reply for item {n}: {reply!r:.200}")
+    if isinstance(item, list) and len(item) == 2 and item[0] == "error":
+        error = redis.exceptions.ResponseError(str(item[1]))
+        if refuses_service(error):
+            raise StoreUnavailableError(f"Redis unavailable: {error}")
+        return error
+    return item
 
 
 class Store(StoreReads):
@@ -104,18 +126,16 @@ class Store(StoreReads):
         return decode_outcome(root, self._scripts["fail"](self.keys, root, job=job_id,
                                                            summary=summary[:2000]))
 
-    def _finish_args(self, item: Finish) -> dict[str, Any]:
+    def _finish_item(self, item: Finish) -> tuple[Any, ...]:
+        """The values of one ``finish`` item, in the order of its fields."""
         holder = item.holder or self.holder
-        return {
-            "job": item.job_id, "token": item.token, "instance": holder.instance,
-            "epoch": holder.epoch, "outcome": State.SUCCESS if item.ok else State.FAILED,
-            "summary": item.summary[:2000],
-            "result": "" if item.result is None else json.dumps(item.result),
-            "reporter": item.reporter,
-            "claim_token": self._token_base() if item.claim else "",
-            "attempt": "" if item.attempt is None else str(item.attempt),
-            "run": "" if item.run is None else str(item.run),
-            "log": "" if item.log_tail is None else logtails.encode(*item.log_tail)}
+        return (item.job_id, item.token, holder.instance, holder.epoch,
+                State.SUCCESS if item.ok else State.FAILED, item.summary[:2000],
+                "" if item.result is None else json.dumps(item.result), item.reporter,
+                self._token_base() if item.claim else "",
+                "" if item.attempt is None else str(item.attempt),
+                "" if item.run is None else str(item.run),
+                "" if item.log_tail is None else logtails.encode(*item.log_tail))
 
     def _checked(self, root: str, outcome: Outcome) -> Outcome:
         if outcome.corrupt:
@@ -126,23 +146,35 @@ class Store(StoreReads):
     def finish(self, root: str, job_id: str, token: str, ok: bool,
                summary: str = "", result: Any = None, holder: Holder | None = None) -> Outcome:
         """Record a RUNNING job's outcome (compare-and-set on its run token and holder)."""
-        named = self._finish_args(Finish(root, job_id, token, ok, summary, result,
-                                         holder=holder))
-        return self._checked(root, decode_outcome(
-            root, self._scripts["finish"](self.keys, root, **named)))
+        item = Finish(root, job_id, token, ok, summary, result, holder=holder)
+        reply = _item_reply(self._scripts["finish"](
+            self.keys, root, items=[self._finish_item(item)]), 0)
+        if isinstance(reply, Exception):
+            raise reply
+        return self._checked(root, decode_outcome(root, reply))
 
     @translate_errors
     def finish_many(self, items: list[Finish]) -> list[Outcome]:
-        """``finish`` for many jobs in one round trip per server (each still its own
-        atomic script; with ``--min-replicas-ack``, acknowledged by the replicas or
-        ``NotReplicatedError``). Replaying a batch is safe: a second finish of a job
-        is "stale"."""
-        replies = self.batches.run([self.script_call("finish", item.root, self._finish_args(item))
-                                    for item in items])
-        # Each reply on its own: one failing script must not cost the others.
+        """``finish`` for many jobs: one script run per tree (each job still on its
+        own), in one round trip per server (with ``--min-replicas-ack``, acknowledged
+        by the replicas or ``NotReplicatedError``). Replaying a batch is safe: a
+        second finish of a job is "stale"."""
+        by_tree: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_tree.setdefault(item.root, []).append(i)
+        groups = [indexes[start:start + FINISH_BATCH] for indexes in by_tree.values()
+                  for start in range(0, len(indexes), FINISH_BATCH)]
+        calls = [self.script_call("finish", items[group[0]].root,
+                                  {"items": [self._finish_item(items[i]) for i in group]})
+                 for group in groups]
+        replies: list[Any] = [None] * len(items)
+        for group, reply in zip(groups, self.batches.run(calls)):
+            for n, i in enumerate(group):
+                # A whole-call error (the script failed) is each item's error.
+                replies[i] = reply if isinstance(reply, Exception) else _item_reply(reply, n)
+        # Each reply on its own: one failing item must not cost the others.
         return [self._checked(item.root, safe_outcome(item.root, reply))
                 for item, reply in zip(items, replies)]
-
 
     @translate_errors
     def abort(self, job_id: str) -> Outcome:
