@@ -77,10 +77,13 @@ class JobDone:
     #: (log size, its end as text), stored with the outcome (``--log-keep-bytes``).
     log_tail: tuple[int, str] | None = None
 
-    def finish(self, reporter: str, claim: bool, holder: Holder) -> Finish:
-        """What the store records for it (``reporter`` may claim the parent at once)."""
-        return Finish(self.root, self.job_id, self.token, self.ok, self.summary, self.result,
-                      reporter, claim, holder, self.log_tail)
+    def finish(self, reporter: str, claim: bool, holder: Holder,
+               run: tuple[str, int, int] | None = None) -> Finish:
+        """What the store records for it (``reporter`` may claim the parent at once;
+        ``run``: the (token, attempt, tree run) of its claim, when the node knows it)."""
+        token, attempt, tree_run = run or (self.token, None, None)
+        return Finish(self.root, self.job_id, token, self.ok, self.summary, self.result,
+                      reporter, claim, holder, self.log_tail, attempt, tree_run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +98,12 @@ class Fence:
     seconds: float | None = None
     log_tail: tuple[int, str] | None = None
 
-    def finish(self, reporter: str, claim: bool, holder: Holder) -> Finish:
+    def finish(self, reporter: str, claim: bool, holder: Holder,
+               run: tuple[str, int, int] | None = None) -> Finish:
         """What the store records for it: a failure, never claiming the parent."""
-        return Finish(self.root, self.job_id, self.token, False, self.summary, None,
-                      reporter, holder=holder, log_tail=self.log_tail)
+        token, attempt, tree_run = run or (self.token, None, None)
+        return Finish(self.root, self.job_id, token, False, self.summary, None, reporter,
+                      False, holder, self.log_tail, attempt, tree_run)
 
 
 @dataclasses.dataclass(frozen=True)

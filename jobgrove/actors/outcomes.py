@@ -154,11 +154,9 @@ class Outcomes:
         return done
 
     def _item(self, message: Message, claim: bool, holder: Holder) -> Finish:
-        item = message.finish(self.name, claim, holder)
         run = self.runs.get(message.job_id)
-        if run is None:
-            return item
-        return dataclasses.replace(item, token=run.token, attempt=run.attempt, run=run.run)
+        return message.finish(self.name, claim, holder,
+                              None if run is None else (run.token, run.attempt, run.run))
 
     def _recorded(self, items: list[Finish], outcomes: list[Outcome]) -> Recorded:
         done = Recorded()

@@ -20,10 +20,12 @@ from jobgrove.errors import BadRedisURLError, JobgroveError, StoreUnavailableErr
 F = TypeVar("F", bound=Callable[..., Any])
 #: Replies of a Redis that is there but cannot serve us now (out of memory, a replica
 #: after a failover, cannot persist, busy script, loading): handled like an outage.
+#: The codes also match these errors' text when a script's pcall caught them (an item
+#: of a batch reports its own error as text, see lua/finish.lua).
 _UNAVAILABLE_ERRORS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
                        redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
                        redis.exceptions.MasterDownError)
-_UNAVAILABLE_CODES = ("BUSY", "LOADING", "MISCONF", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN",
+_UNAVAILABLE_CODES = ("OOM ", "BUSY", "LOADING", "MISCONF", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN",
                       "MOVED ", "ASK ", "MASTERDOWN", "READONLY")
 #: Replies to the SELECT of a connection whose URL names a database the server lacks.
 _BAD_DB = ("DB index is out of range", "invalid DB index")
