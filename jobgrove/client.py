@@ -7,22 +7,18 @@ import builtins
 import json
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from jobgrove.core.durations import parse_duration
-from jobgrove.core.spec import JobSpec, KindInfo, parse_graft, parse_spec
+from jobgrove.core.spec import parse_spec
 from jobgrove.core.states import State
 from jobgrove.core.status import Status, waiting_notes, walk
 from jobgrove.errors import (
     JobgroveError,
-    SpecError,
     UnknownJobError,
-    UnknownNodeError,
     WaitTimeoutError,
 )
-from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.connection import connect, decoded
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.listing import Page, list_trees
@@ -32,44 +28,7 @@ from jobgrove.messaging.redis_errors import translate_errors
 from jobgrove.messaging.registry import Registry, node_state
 from jobgrove.messaging.retention import PruneResult, Retention
 from jobgrove.messaging.store import Store
-
-
-def _records(registry: Registry) -> dict[str, dict[str, Any]]:
-    return {r["name"]: r for r in registry.nodes()}
-
-
-def cluster_kinds(records: dict[str, dict[str, Any]]) -> dict[str, KindInfo]:
-    """What a spec is checked against: the kinds registered in this process, and the
-    ones registered nodes advertise (their params cannot be checked here)."""
-    advertised: set[str] = set()
-    for record in records.values():
-        advertised.update(_kinds(record) or ())
-    return kind_infos(sorted(advertised))
-
-
-def check_targets(jobs: Iterable[JobSpec], records: dict[str, dict[str, Any]],
-                  allow_unknown_node: bool) -> None:
-    """Each job's kind must be one its node advertises (when that node registered);
-    jobs for a node that never registered need ``allow_unknown_node``."""
-    jobs = list(jobs)
-    _check_kinds_on_nodes(jobs, records)
-    if not allow_unknown_node:
-        unknown = {j.node for j in jobs} - set(records)
-        if unknown:
-            raise UnknownNodeError(sorted(unknown))
-
-
-def graft(store: Store, registry: Registry, parent_id: str, spec: Any, *,
-          allow_unknown_node: bool = False) -> builtins.list[str]:
-    """Validate ``spec`` (a subtree or a list of them) exactly as a submit, limits counted
-    on the whole tree, and add it under ``parent_id``. Returns the new subtree roots."""
-    parent_id = store.resolve_id(parent_id)
-    root, node, depth, size = store.graft_target(parent_id)
-    records = _records(registry)
-    jobs = parse_graft(spec, cluster_kinds(records), root=root, parent=parent_id,
-                       parent_node=node, parent_depth=depth, tree_size=size)
-    check_targets(jobs, records, allow_unknown_node)
-    return store.graft(root, parent_id, jobs)
+from jobgrove.targets import check_targets, cluster_kinds, graft, node_records
 
 
 class Client:
@@ -96,7 +55,7 @@ class Client:
         Jobs for a node that never registered are refused unless
         ``allow_unknown_node``; a registered node that is down just gets them later.
         """
-        records = _records(self.registry)
+        records = node_records(self.registry)
         jobs, tags = parse_spec(spec, cluster_kinds(records), default_node=node)
         check_targets(jobs, records, allow_unknown_node)
         return self.store.submit(jobs, tags)
@@ -237,27 +196,6 @@ class Client:
                 if hints.wait(wait):
                     check_at = 0.0
         return self.status(root)
-
-
-def _kinds(record: dict[str, Any]) -> set[str] | None:
-    kinds = record.get("kinds")
-    if not isinstance(kinds, list):
-        return None
-    return {k for k in kinds if isinstance(k, str)}
-
-
-def _check_kinds_on_nodes(jobs: Iterable[JobSpec], records: dict[str, dict[str, Any]]
-                          ) -> None:
-    """A job's kind must be one its node advertises, when the node registered (a node
-    that did not import the kind's module would fail the job at run time)."""
-    for job in jobs:
-        record = records.get(job.node)
-        kinds = None if record is None else _kinds(record)
-        if kinds is not None and job.kind not in kinds:
-            raise SpecError(f"{job.path or job.id}.kind",
-                            f"kind {job.kind!r} is not known to node {job.node} (it runs: "
-                            f"{', '.join(sorted(kinds)) or 'none'}; start it with "
-                            "--import MODULE for the module that registers the kind)")
 
 
 def _seconds(older_than: float | str) -> float:

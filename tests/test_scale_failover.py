@@ -87,7 +87,7 @@ def test_sentinel_failover_that_loses_the_last_transitions(
     setup.replica.client().execute_command("REPLICAOF", HOST, str(free_port()))
     (tmp_path / "go").touch()
     on_primary = setup.primary.client()
-    wait_for(lambda: {on_primary.hget(f"jg:{{{root}}}:state", j["id"])
+    wait_for(lambda: {on_primary.hget(client.keys.tree_key(root, "state"), j["id"])
                       for t, j in by_title(client, root).items() if "-mark" in t}
              == {"SUCCESS"}, timeout=15, what="the marks recorded on the primary")
     killed_at = time.monotonic()
@@ -115,8 +115,8 @@ def test_cluster_primary_killed_mid_tree(cluster_setup: ClusterSetup, cluster: C
     trees = {f"t{i}": client.submit(spec(f"t{i}", ["c1", "c2"], tmp_path, pairs=2))
              for i in range(6)}
     roots = list(trees.values())
-    victim = setup.primary_for(f"jg:{{{roots[0]}}}:meta")
-    on_victim = [r for r in roots if setup.primary_for(f"jg:{{{r}}}:meta") is victim]
+    victim = setup.primary_for(client.keys.tree_key(roots[0], "meta"))
+    on_victim = [r for r in roots if setup.primary_for(client.keys.tree_key(r, "meta")) is victim]
     for tag, root in trees.items():
         wait_for(lambda tag=tag, root=root: states_of(client, root, f"{tag}-held")
                  == {"RUNNING"}, timeout=20, what=f"the held gates of {tag}")

@@ -43,8 +43,12 @@ from tests.test_retention import (  # noqa: F401
 from tests.test_store_contract import (  # noqa: F401
     test_a_claim_lost_in_a_failover_is_made_again_by_its_finish,
     test_claim_never_returns_a_job_twice,
+    test_claim_refused_once_tree_aborts,
+    test_failed_job_result_not_stored,
+    test_fenced_job_late_result_discarded,
     test_node_hints_are_published,
     test_reap_fails_jobs_of_a_lost_node,
+    test_reap_of_flagged_jobs_ends_them_aborted,
     test_results_and_context_reach_the_parent,
     test_stale_finish_changes_nothing,
 )
@@ -52,14 +56,19 @@ from tests.test_store_contract import test_random_operations_agree_with_model as
 from tests.test_store_input import (  # noqa: F401
     test_any_job_id_resolves_its_tree,
     test_unknown_ids,
+    test_unknown_node_writes_nothing,
 )
 from tests.test_store_listing import (  # noqa: F401
     test_list_by_tags_newest_first,
     test_list_limit_and_paging,
 )
 from tests.test_store_living import (  # noqa: F401
+    test_a_job_lost_with_its_node_is_a_failed_attempt,
     test_a_retry_waits_out_its_delay,
     test_graft_refusals_name_the_reason_and_write_nothing,
+)
+from tests.test_store_living import (
+    test_grafts_retries_and_reruns_agree_with_the_model as living_agree,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
@@ -78,6 +87,10 @@ def cluster_url(request: pytest.FixtureRequest) -> str:
 
 def test_random_operations_agree_with_model(backend: str) -> None:
     agree(backend, 1)  # one seed here (three on one server and on fakeredis)
+
+
+def test_grafts_retries_and_reruns_agree_with_the_model(backend: str) -> None:
+    living_agree(backend, 1)
 
 
 def tree(children: int = 2, node: str = "n1") -> dict[str, Any]:

@@ -3,7 +3,9 @@
 - no import cycle among jobgrove's modules;
 - only jobgrove/messaging talks to redis;
 - jobgrove/core stays pure: no actors, Redis, sockets, threads or websockets;
-- no module grows past MAX_LINES.
+- no module grows past MAX_LINES;
+- imports point down the layers (LAYERS), never up or sideways;
+- the README's architecture map names every module.
 
 Every import counts, wherever it is written: inside a function or under
 ``if TYPE_CHECKING:`` it is still a dependency, only a deferred or hidden one.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,6 +23,21 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "jobgrove"
 MAX_LINES = 400
 CORE_FORBIDDEN = {"pykka", "redis", "socket", "threading", "simple_websocket"}
+README = PACKAGE_DIR.parent / "README.md"
+#: Each part of the package (a subpackage or a top-level module) and its layer: a part
+#: imports only parts of lower layers (the README's Architecture section says so).
+LAYERS = {
+    "errors": 0, "_version": 0, "notify": 0,
+    "core": 1,
+    "messaging": 2, "jobs": 2, "config": 2,
+    "targets": 3,
+    "actors": 4,
+    "endpoint": 5,
+    "node": 6, "client": 6, "launcher": 6,
+    "cli": 7,
+    "": 8,  # jobgrove/__init__.py: the public API
+    "__main__": 9,
+}
 
 
 @dataclass(frozen=True)
@@ -217,3 +235,30 @@ def test_modules_stay_short() -> None:
                  if mod.lines > MAX_LINES]
     assert not offenders, (f"modules longer than {MAX_LINES} lines (split them):\n  "
                            + "\n  ".join(offenders))
+
+
+def _part(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_imports_point_down_the_layers() -> None:
+    known = modules()
+    unplaced = sorted({_part(name) for name in known} - set(LAYERS))
+    assert not unplaced, f"parts of the package with no layer in LAYERS: {unplaced}"
+    graph = import_edges()
+    offenders = [f"{known[a].where}:{line} imports {b} (layer {LAYERS[_part(b)]} is not "
+                 f"below {_part(a) or 'jobgrove'}'s {LAYERS[_part(a)]})"
+                 for a, targets in graph.items() for b, line in targets.items()
+                 if _part(a) != _part(b) and LAYERS[_part(b)] >= LAYERS[_part(a)]]
+    assert not offenders, "imports that go up or sideways:\n  " + "\n  ".join(offenders)
+
+
+def test_the_readme_map_names_every_module() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1]
+    missing = [mod.where for mod in modules().values()
+               if not mod.is_package and mod.path.stem != "__main__"
+               and not re.search(rf"\b{re.escape(mod.path.stem)}\b", block)]
+    assert not missing, "modules the README's Architecture map does not name:\n  " \
+        + "\n  ".join(missing)

@@ -29,7 +29,6 @@ from jobgrove.actors.messages import (
     Tick,
     UndoDone,
 )
-from jobgrove.client import graft
 from jobgrove.errors import JobgroveError
 from jobgrove.jobs.api import Job, JobContext, TreeContext, kind_class
 from jobgrove.jobs.log import GrowthListener, JobLog
@@ -37,6 +36,7 @@ from jobgrove.jobs.output import JobLogger
 from jobgrove.messaging.records import Claim
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
+from jobgrove.targets import graft
 
 log = logging.getLogger(__name__)
 
