@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -51,10 +51,12 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server on a free port that tests may stop, kill and restart."""
 
-    def __init__(self, durable: bool = False) -> None:
+    def __init__(self, durable: bool = False, extra: Sequence[str] = ()) -> None:
         """``durable``: append-only file fsynced on every write, so a stop/start (even a
-        SIGKILL) keeps the data, as a production Redis would."""
+        SIGKILL) keeps the data, as a production Redis would. ``extra``: more
+        redis-server options (a unix socket, a TLS port)."""
         self.durable = durable
+        self.extra = list(extra)
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: install it (apt-get install "
@@ -77,7 +79,7 @@ class RedisServer:
             [*dies_with_parent(), self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes" if self.durable else "no",
              "--appendfsync", "always", "--dir", self.dir, "--protected-mode", "no",
-             "--logfile", os.path.join(self.dir, "redis.log")],
+             "--logfile", os.path.join(self.dir, "redis.log"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def up() -> bool:
