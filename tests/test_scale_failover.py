@@ -174,3 +174,50 @@ def test_min_replicas_ack_runs_nothing_the_replica_lacks(
     replica.execute_command("REPLICAOF", HOST, str(setup.primary.port))
     assert wait_done(client, second)["state"] == "SUCCESS"
     assert runs(tmp_path / "marks") == {"first": [node.pid], "second": [node.pid]}
+
+
+class RecordingSource:
+    """The store as a pub/sub source, remembering each connection it made."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.made: list[Any] = []
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        pubsub = self.store.pubsub(**kwargs)
+        self.made.append(pubsub)
+        return pubsub
+
+
+@pytest.mark.parametrize("cluster_setup", [1], indirect=True)
+def test_a_listener_whose_cluster_node_dies_subscribes_again(
+        cluster_setup: ClusterSetup) -> None:
+    """The node holding a listener's subscription is killed: the listener says so
+    (down), subscribes through another node (up) and hears what is published next."""
+    from jobgrove.messaging.pubsub import Listener
+
+    setup = cluster_setup
+    source = RecordingSource(Store(connect(setup.url)))
+    events: list[str] = []
+    got: list[Any] = []
+    channel = "jg:ch:node:n1"
+    listener = Listener(source, [channel], lambda _c, m: got.append(m),
+                        lambda: events.append("up"), lambda why: events.append("down"))
+    listener.start()
+    try:
+        wait_for(lambda: events == ["up"], timeout=10, what="the listener up")
+        victim = setup.node_on(int(source.made[-1].node.port))
+        victim.kill()
+        wait_for(lambda: "down" in events and events[-1] == "up", timeout=20,
+                 what="the listener down, then up through another node")
+        assert source.made[-1].node.port != victim.port
+        live = next(n for n in setup.nodes if n.alive and n is not victim)
+
+        def heard() -> bool:
+            with live.client() as client:
+                client.publish(channel, '{"t": "ready"}')
+            return bool(got)
+
+        wait_for(heard, timeout=10, what="a message after the node died")
+    finally:
+        listener.stop()
