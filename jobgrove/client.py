@@ -172,8 +172,8 @@ class Client:
     def stored_log(self, job_id: str) -> StoredLog | None:
         """The end of the job's log its node stored in Redis when the job ended (None:
         nothing stored: the job has not ended, never ran, or its node was lost)."""
-        root = self.store.resolve_root(job_id)
-        return read_stored(self.store, root, job_id)
+        job_id = self.resolve(job_id)
+        return read_stored(self.store, self.store.resolve_root(job_id), job_id)
 
     @translate_errors
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ every subscription ends with ``end`` or ``error``, whatever happened to the node
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -136,6 +137,10 @@ def test_a_killed_node_never_leaves_anyone_waiting(redis_url: str, cluster: Clus
     result = logs(redis_url, job)
     assert result.returncode != 0
     assert "was lost or stopped while job" in result.stderr and "no copy" in result.stderr
+    started = time.monotonic()
+    follow = logs(redis_url, job, "-f")  # a few tries, then it gives up
+    assert follow.returncode != 0 and "no copy" in follow.stderr, follow
+    assert time.monotonic() - started < 20
     for follow in (True, False):
         frames = subscribe(viewer, job, follow=follow)
         assert frames[-1]["type"] == "error" and "no copy" in frames[-1]["message"]
@@ -158,3 +163,28 @@ def test_a_node_without_an_endpoint_still_has_its_logs_read(redis_url: str, clus
     assert result.returncode == 0, result.stderr
     assert result.stdout.encode() == node.log_file(job).read_bytes()
     assert "node w4 cannot be reached" in result.stderr
+
+
+def test_a_frozen_nodes_logs_are_served_from_the_copy(redis_url: str, cluster: Cluster,
+                                                     viewer: str) -> None:
+    """A node process that is frozen (SIGSTOP) still accepts connections but never
+    answers: neither the CLI nor another node waits on it for long."""
+    node = cluster.start("w5", redis_url, listen="127.0.0.1:0")
+    client = Client(redis_url)
+    job = client.submit({"kind": "shell", "node": "w5", "params": {"command": "echo cold"}})
+    wait_done(client, job)
+    full = node.log_file(job).read_bytes()
+    node.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = logs(redis_url, job[:8])
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.encode() == full
+        assert time.monotonic() - started < 12
+        frames = subscribe(viewer, job)
+        assert frames[0]["type"] == "kept" and text_of(frames, 0) == full
+        assert frames[-1]["type"] == "end"
+        # Following a log that cannot be served ends too (a few tries, then exit 2).
+        assert Client(redis_url).stored_log(job[:8]) is not None
+    finally:
+        node.signal(signal.SIGCONT)

@@ -53,8 +53,9 @@ def stream_log(address: str, job_id: str, follow: bool = False, out: Writer | No
                 session.send({"type": "subscribe", "job": job_id, "offset": offset,
                               "follow": follow})
                 for frame in _frames(session, None if follow else PATIENCE):
-                    failures = 0
                     kind = frame.get("type")
+                    if kind != "error":  # an error frame is no progress: it counts
+                        failures = 0
                     if frame.get("job") not in (job_id, None):
                         continue
                     if kind == "log":
@@ -78,7 +79,10 @@ def stream_log(address: str, job_id: str, follow: bool = False, out: Writer | No
                             raise Final("unavailable", str(frame.get("message")), True)
                         raise_for(frame, job_id)
         except WsError as exc:
-            if exc.code != "unavailable" or failures >= retries or isinstance(exc, Final):
+            # Without -f nothing is retried: the caller falls back to the copy in Redis
+            # at once (a node that cannot be reached now is no help in a second either).
+            if exc.code != "unavailable" or failures >= retries or isinstance(exc, Final) \
+                    or not follow:
                 raise
             failures += 1
             notice(f"{exc}; trying again")

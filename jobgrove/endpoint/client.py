@@ -43,8 +43,27 @@ def probe(address: str, timeout: float) -> None:
         pass
 
 
+class _Client(simple_websocket.Client):  # type: ignore[misc]  # (untyped library)
+    """simple-websocket's client with a deadline on its opening handshake: a frozen
+    node process still accepts connections (the kernel does), but never answers."""
+
+    def __init__(self, url: str, timeout: float, **kwargs: Any) -> None:
+        self._handshake_timeout = timeout
+        super().__init__(url, **kwargs)
+
+    def handshake(self) -> None:
+        self.sock.settimeout(self._handshake_timeout)
+        try:
+            super().handshake()
+        except BaseException:
+            self.sock.close()
+            raise
+        self.sock.settimeout(None)  # from here on its reader thread blocks on purpose
+
+
 class Session:
-    """One websocket to a node: send requests, read frames (dicts)."""
+    """One websocket to a node: send requests, read frames (dicts). Connecting, and the
+    opening handshake, each give up after ``timeout`` seconds."""
 
     def __init__(self, address: str, token: str | None = None,
                  timeout: float = CONNECT_TIMEOUT) -> None:
@@ -53,8 +72,8 @@ class Session:
         try:
             if not address.startswith(("ws://", "wss://")):
                 probe(address.split("://", 1)[-1].rstrip("/"), timeout)
-            self.ws = simple_websocket.Client.connect(
-                ws_url(address), headers=headers, thread_class=_daemon_thread)
+            self.ws = _Client(ws_url(address), timeout, headers=headers,
+                              thread_class=_daemon_thread)
         except simple_websocket.ConnectionError as exc:
             status = exc.status_code
             code = "unauthorized" if status in (401, 403) else "unavailable"
