@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import shlex
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,14 +118,28 @@ def command_line(text: str) -> str:
     return text
 
 
+def _free_port_after(host: str, port: int, tries: int = 20) -> int | None:
+    """The first port after ``port`` that ``host`` can listen on now (None if none of
+    the next ``tries`` can), to suggest a fix that works."""
+    for candidate in range(port + 1, min(port + 1 + tries, 65536)):
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.bind((host.strip("[]"), candidate))
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
 def listen_error(host: str, port: int, exc: OSError) -> str:
     """What to tell a user whose ``--listen`` address cannot be bound, and the fix."""
     where = f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
+        free = _free_port_after(host, port)
+        pick = f"--listen {host}:{free}, " if free else ""
         return (f"cannot listen on {where}: the port is already in use (another jobgrove "
-                f"node on this machine?). Pick a free port with --listen {host}:{port + 1}, "
-                f"or --listen {host}:0 for any free port, or --listen none for no "
-                "endpoint")
+                f"node on this machine?). Pick a free port with {pick}or --listen "
+                f"{host}:0 for any free port, or --listen none for no endpoint")
     if exc.errno == errno.EACCES:
         return (f"cannot listen on {where}: permission denied (ports below 1024 need "
                 f"privileges); pick another port, e.g. --listen {host}:8750")

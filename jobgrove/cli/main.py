@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str
             ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # `--retention -1d`, `--older-than -5m`: a (bad) value, not an unknown option,
+        # so that its check says what is wrong with it (no option starts with a digit).
+        p._negative_number_matcher = re.compile(r"^-\d")
         _add_globals(p, json=name in JSON_COMMANDS, top=False)
         p.set_defaults(fn=fn)
         return p

@@ -5,7 +5,6 @@ forget`` (registered by ``main.build_parser`` through ``add_commands`` and
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 
@@ -38,8 +37,6 @@ def add_commands(add: Adder) -> None:
     p.add_argument("--archive-dir", metavar="DIR",
                    help="first write each tree's full status to DIR/<tree-id>.json "
                    "(default: no archive)")
-    # `--older-than -1d` is a (bad) value, not an option: let the type say what is wrong.
-    p._negative_number_matcher = re.compile(r"^-\d")
 
 
 def add_nodes_forget(p: argparse.ArgumentParser) -> None:
