@@ -70,3 +70,30 @@ def test_an_outcome_lost_after_it_was_recorded_is_recorded_again(
     REC.open("b")
     assert client.wait(root, timeout=10)["state"] == "SUCCESS"
     assert REC.starts.count(ids["a"]) == 1
+
+
+def test_an_outcome_redis_cannot_record_ends_the_job_failed(backend: Any,
+                                                             nodes: Any) -> None:
+    """A record of the tree that Redis cannot work on (a hash replaced by a string)
+    makes the finish script fail for that job: the node does not give the job up to
+    stay RUNNING for ever, it ends it FAILED as a corrupt record and the tree ends."""
+    nodes("n1", backend, reconcile_interval=0.2)
+    client = Client(backend)
+    store = client.store
+    root, ids = submit(client, step("root", step("held", gate="g"), step("other", gate="o")))
+    wait_for(lambda: REC.now_running() == {ids["held"], ids["other"]}, timeout=10,
+             what="both jobs running")
+    tokens = store.client.hgetall(store.keys.tree_key(root, "token"))
+    store.client.delete(store.keys.tree_key(root, "token"))
+    store.client.set(store.keys.tree_key(root, "token"), "not a hash")
+    REC.open("g")
+    wait_for(lambda: store.job_state(ids["held"]) == "FAILED", timeout=10,
+             what="the job ended FAILED")
+    summary = client.job(ids["held"])["summary"]
+    assert summary.startswith("corrupt record: ") and "WRONGTYPE" in summary, summary
+    # Its tree aborts the normal way; once the record is repaired, everything ends.
+    store.client.delete(store.keys.tree_key(root, "token"))
+    store.client.hset(store.keys.tree_key(root, "token"), mapping=tokens)
+    status = client.wait(root, timeout=15)
+    assert status["state"] == "ABORTED"
+    assert REC.starts.count(ids["held"]) == 1

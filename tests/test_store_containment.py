@@ -62,6 +62,20 @@ def test_a_state_that_is_no_state_fails_its_job(backend: Any) -> None:
     ended_as_corrupt(store, root, leaf)
 
 
+def test_a_state_damaged_while_the_job_ran_fails_it_when_it_ends(backend: Any) -> None:
+    store = make_store(backend)
+    root, _, leaf = leaf_and_parent(store)
+    claims = {c.id: c for c in store.claim(root, "n1", 100, OLD)}
+    store.client.hset(store.keys.tree_key(root, "state"), leaf, "BOGUS")
+    outcome = store.finish(root, leaf, claims[leaf].token, True, holder=OLD)
+    assert (outcome.verdict, outcome.state) == (Verdict.OK, "FAILED")
+    drain(store, root)
+    for job_id, claim in claims.items():  # the sibling ends ABORTED (its tree aborted)
+        if job_id != leaf:
+            store.finish(root, job_id, claim.token, True, holder=OLD)
+    ended_as_corrupt(store, root, leaf)
+
+
 @pytest.mark.parametrize("damage", ["parent node", "parent state", "pending count"])
 def test_a_damaged_parent_fails_it_after_its_child_succeeded(backend: Any,
                                                              damage: str) -> None:

@@ -245,3 +245,20 @@ def test_listing_stays_cheap_with_100k_trees(redis_url: str) -> None:
         assert index_calls <= 2 * (1000 // 100) + 4, (tags, calls)
         assert sum(calls.values()) <= 13 * limit + 30, (tags, calls)
         assert elapsed < 2.0, (tags, elapsed)
+
+
+@pytest.mark.parametrize("part", ["state", "meta", "summary"])
+def test_a_damaged_tree_is_left_out_and_the_others_listed(backend: Any, part: str) -> None:
+    from jobgrove.errors import CorruptRecordError
+
+    client = Client(backend)
+    spec = {"kind": "noop", "node": "n1", "children": [{"kind": "noop"}]}
+    damaged, *others = [client.submit(spec, allow_unknown_node=True) for _ in range(3)]
+    key = client.keys.tree_key(damaged, part)
+    client.store.client.delete(key)
+    client.store.client.set(key, "not a hash")
+    listed = {t["id"] for t in client.list().trees}
+    assert listed == set(others)
+    with pytest.raises(CorruptRecordError, match="not of its type"):
+        client.status(damaged)
+    assert {t["id"] for t in client.list(state="WAITING").trees} == set(others)

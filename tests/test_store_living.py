@@ -211,6 +211,12 @@ def test_graft_refusals_name_the_reason_and_write_nothing(backend: Any) -> None:
     store.abort(root)
     model.abort(root)
     assert graft(store, model, root, {"kind": "noop"}) == "the tree is aborting"
+    # Refused for a node the tree has no job on: no index lists the tree under it.
+    assert graft(store, model, root, {"kind": "noop", "node": "n2"}) \
+        == "the tree is aborting"
+    assert not store.client.sismember(store.keys.node_trees("n2"), root)
+    assert store.client.zscore(store.keys.runs_on("n2"), root) is None
+    assert store.client.sismember(store.keys.node_trees("n1"), root)  # its own stay
 
 
 def test_concurrent_grafts_and_a_racing_failure_leave_a_consistent_tree(

@@ -168,11 +168,12 @@ class Outcomes:
                 done.ended.setdefault(item.root, []).append(item.job_id)
             run = self.runs.get(item.job_id)
             if outcome.verdict is Verdict.ERROR:
-                # Not an outage: a reply that will not change on a retry. Never re-run it.
+                # Not an outage: a reply that will not change on a retry (a record of
+                # the tree that Redis cannot work on). Never re-run it; end it FAILED
+                # instead, so that its tree still ends.
                 self.outbox.give_up(item.job_id, item.root)
                 self.runs.pop(item.job_id, None)
-                log.error("cannot record the outcome of job %s: %s", item.job_id,
-                          outcome.state)
+                self._fail(item, outcome.state)
             elif outcome.verdict is Verdict.FENCED:
                 done.fenced = True
                 self.runs.pop(item.job_id, None)
@@ -193,6 +194,20 @@ class Outcomes:
             elif outcome.ready_on == self.name:
                 done.ready.append(item.root)
         return done
+
+
+    def _fail(self, item: Finish, error: str) -> None:
+        why = f"corrupt record: its outcome ({'ok' if item.ok else item.summary}) could " \
+              f"not be recorded: {error}"
+        try:
+            ended = self.store.fail(item.root, item.job_id, why)
+        except Exception as exc:
+            ended = None
+            log.error("cannot record the outcome of job %s (%s), nor end it FAILED (%s): "
+                      "its tree needs an abort", item.job_id, error, exc)
+        if ended is not None:
+            log.error("cannot record the outcome of job %s: %s; ended it FAILED (%s)",
+                      item.job_id, error, ended.verdict)
 
 
 class FailoverWatch:

@@ -12,6 +12,7 @@ in proportion to the trees it has to look at.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -24,8 +25,10 @@ from jobgrove.core.status import NODE_UNKNOWN, STATE_ORDER, tally, tree_state
 from jobgrove.errors import JobgroveError
 from jobgrove.messaging.reads import JOB_FIELDS, META_FIELDS, status_record
 from jobgrove.messaging.records import to_float
-from jobgrove.messaging.redis_errors import translate_errors
+from jobgrove.messaging.redis_errors import refuses_service, translate_errors
 from jobgrove.messaging.store import Store
+
+log = logging.getLogger(__name__)
 
 MAX_LIMIT = 10_000
 
@@ -81,13 +84,28 @@ def digests(store: Store, roots: list[str]) -> dict[str, Digest]:
         pipe.hvals(store.keys.tree_key(root, "state"))
         pipe.hget(store.keys.tree_key(root, "state"), root)
         pipe.hmget(store.keys.tree_key(root, "meta"), ["created", "finished"])
-    replies = pipe.execute()
+    replies = pipe.execute(raise_on_error=False)
     out = {}
     for i, root in enumerate(roots):
+        if _damaged(root, replies[3 * i:3 * i + 3]):
+            continue
         states, root_state, (created, done) = replies[3 * i:3 * i + 3]
         if root_state is not None:
             out[root] = _digest(root_state, states, to_float(created), to_float(done))
     return out
+
+
+def _damaged(root: str, replies: list[Any]) -> bool:
+    """A tree whose records Redis cannot read (a hash replaced by a string...) is left
+    out of listings, with a warning: one damaged tree must not hide all the others."""
+    errors = [r for r in replies if isinstance(r, Exception)]
+    for error in errors:
+        if refuses_service(error):
+            raise error  # an outage, not this tree's fault (translated by the caller)
+    if errors:
+        log.warning("tree %s left out of the listing: its records cannot be read (%s)",
+                    root, errors[0])
+    return bool(errors)
 
 
 def _digest(root_state: str, states: list[str], created: float | None,
@@ -109,10 +127,12 @@ def tree_heads(store: Store, roots: list[str]
             pipe.hget(store.keys.tree_key(root, part), root)
         pipe.hmget(store.keys.tree_key(root, "meta"), meta_fields)
         pipe.hvals(store.keys.tree_key(root, "state"))
-    replies = pipe.execute() if roots else []
+    replies = pipe.execute(raise_on_error=False) if roots else []
     step = len(JOB_FIELDS) + 2
     out = {}
     for i, root in enumerate(roots):
+        if _damaged(root, replies[i * step:(i + 1) * step]):
+            continue
         *values, meta, states = replies[i * step:(i + 1) * step]
         if values[0] is None:
             continue  # an index entry of a tree whose keys were removed

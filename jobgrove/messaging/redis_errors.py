@@ -15,7 +15,12 @@ from redis.exceptions import (
     SlotNotCoveredError,
 )
 
-from jobgrove.errors import BadRedisURLError, JobgroveError, StoreUnavailableError
+from jobgrove.errors import (
+    BadRedisURLError,
+    CorruptRecordError,
+    JobgroveError,
+    StoreUnavailableError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Replies of a Redis that is there but cannot serve us now (out of memory, a replica
@@ -77,6 +82,9 @@ def translate_errors(fn: F) -> F:
         except redis.ResponseError as exc:
             if refuses_service(exc):
                 raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
+            if "WRONGTYPE" in str(exc):
+                raise CorruptRecordError(f"a record in Redis is not of its type (damaged "
+                                         f"by hand, or by another program?): {exc}") from exc
             if str(exc).startswith(_BAD_DB):
                 raise BadRedisURLError(f"Redis refused the database of the URL: {exc} (the "
                                     "server's 'databases' setting bounds it)") from exc

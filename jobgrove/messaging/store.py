@@ -222,23 +222,38 @@ class Store(StoreReads):
         k = self.keys
         nodes = sorted({j.node for j in jobs})
         created = float(self.client.hget(k.tree_key(root, "meta"), "created") or 0)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(k.roots, mapping={j.id: root for j in jobs})
-        pipe.zadd(k.ids, {j.id: 0 for j in jobs})
-        for node in nodes:
-            pipe.sadd(k.node_trees(node), root)
-            pipe.zadd(k.runs_on(node), {root: created})
-        pipe.execute()
+        self._index_on(nodes, root, created, [j.id for j in jobs])
         payload = json.dumps([[j.id, j.parent, j.node, spec_json(j), len(j.children)]
                               for j in jobs])
         reply = self._scripts["graft"](k, root, parent=parent, jobs=payload, limit=MAX_JOBS)
         if reply[0] != "ok":
-            # Nothing was added: neither are the ids (the per-node index entries stay; a
-            # tree listed under a node it has no job on reads as such, harmlessly).
+            # Nothing was added: neither are the index entries, but those of nodes the
+            # tree has jobs on (a graft that landed meanwhile needs them; it writes them
+            # again after its own script, below, so a race loses none).
             self.client.hdel(k.roots, *(j.id for j in jobs))
             self.client.zrem(k.ids, *(j.id for j in jobs))
+            used = self.client.smembers(k.tree_key(root, "nodes"))
+            pipe = self.client.pipeline(transaction=False)
+            for node in set(nodes) - used:
+                pipe.srem(k.node_trees(node), root)
+                pipe.zrem(k.runs_on(node), root)
+            pipe.execute()
             raise RefusedError(f"cannot graft under {parent}: {reply[1]}")
+        self._index_on(nodes, root, created, [])
         return [j.id for j in jobs if j.parent == parent]
+
+    def _index_on(self, nodes: Iterable[str], root: str, created: float,
+                  ids: list[str]) -> None:
+        """The cross-tree index entries of grafted jobs (idempotent, single-key steps)."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        if ids:
+            pipe.hset(k.roots, mapping={i: root for i in ids})
+            pipe.zadd(k.ids, {i: 0 for i in ids})
+        for node in nodes:
+            pipe.sadd(k.node_trees(node), root)
+            pipe.zadd(k.runs_on(node), {root: created})
+        pipe.execute()
 
     @translate_errors
     def rerun(self, job_id: str) -> tuple[str, int]:

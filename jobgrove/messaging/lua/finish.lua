@@ -50,6 +50,12 @@ local function finish_one(A)
   if A.log ~= '' and st and (token == A.token or redis.call('HEXISTS', K.logs, id) == 0) then
     redis.call('HSET', K.logs, id, A.log)
   end
+  if st and not STATES[st] and token == A.token then
+    -- Its state was damaged while it ran: record its end as what it is, a corrupt
+    -- record, so that its tree still ends.
+    fail_corrupt(id, 'state ' .. st .. ' of job ' .. id .. ' is not a state')
+    return {'ok', 'FAILED'}
+  end
   if st ~= 'RUNNING' then return {'stale', st or ''} end
   if not token then
     fail_corrupt(id, 'run token of job ' .. id .. ' is missing')
