@@ -187,6 +187,7 @@ def test_redis_unavailable_exits_3(tmp_path: Path) -> None:
                  marks=pytest.mark.skipif(os.geteuid() == 0,
                                           reason="root writes anywhere")),
     ("listen port in use", "cannot listen on 127.0.0.1:{port}: the port is already in use"),
+    ("listen host bad", "cannot listen on 999.1.1.1:8750: '999.1.1.1' is not an address"),
     ("import missing", "--import no_such_module_zz: ModuleNotFoundError"),
     ("import raising", "--import badkinds: RuntimeError: cannot load the kinds"),
 ])
@@ -205,6 +206,7 @@ def test_node_reports_unusable_options_in_one_line(redis_url: str, tmp_path: Pat
                  "log dir the system refuses": ["--log-dir", "/sys/jobgrove-logs"],
                  "log dir not writable": ["--log-dir", f"{tmp_path}/locked"],
                  "listen port in use": ["--listen", f"127.0.0.1:{port}"],
+                 "listen host bad": ["--listen", "999.1.1.1:8750"],
                  "import missing": ["--import", "no_such_module_zz"],
                  "import raising": ["--import", "badkinds"]}[case]
         result = run(*args, redis=redis_url, cwd=tmp_path)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from jobgrove.endpoint.metrics import EndpointView, Metrics
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
 from jobgrove.endpoint.stored import fallback
-from jobgrove.errors import JobgroveError, StoreUnavailableError, UnknownJobError
+from jobgrove.errors import ConfigError, JobgroveError, StoreUnavailableError, UnknownJobError
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.retention import tree_counts
@@ -75,6 +76,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise JobgroveError(f"--listen must be HOST:PORT, got {listen!r}")
     return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _check_host(host: str, port: int) -> None:
+    try:
+        socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {host!r} is not an address or "
+                          f"a host name this machine can resolve ({exc})") from None
 
 
 class Endpoint:
@@ -122,6 +131,7 @@ class Endpoint:
     def start(self) -> None:
         host = self.host
         if self.secret is None and not auth.is_loopback_host(host):
+            _check_host(host, self.port)  # a typo is an error, not a silent loopback
             log.warning("no cluster secret: binding 127.0.0.1:%d only instead of %s "
                         "(pass --secret-file to serve other hosts)", self.port, host)
             host = "127.0.0.1"

@@ -11,6 +11,7 @@ read fails its job and aborts its tree, so every tree still reaches a final stat
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +41,8 @@ from jobgrove.messaging.records import (
 )
 from jobgrove.messaging.redis_errors import refuses_service, translate_errors
 from jobgrove.messaging.submit import submit_tree
+
+log = logging.getLogger(__name__)
 
 
 def spec_json(job: JobSpec) -> str:
@@ -117,6 +120,8 @@ class Store(StoreReads):
 
     def _fail_corrupt(self, root: str, bad: dict[str, str]) -> None:
         for job_id, why in bad.items():
+            log.warning("job %s of tree %s: corrupt record (%s): it ends FAILED and its "
+                        "tree aborts", job_id, root, why)
             self._scripts["fail"](self.keys, root, job=job_id,
                                   summary=f"corrupt record: {why}"[:2000])
 
