@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobgrove.core.spec import JobSpec, KindInfo, parse_graft
-from jobgrove.errors import SpecError, UnknownNodeError
+from jobgrove.errors import RefusedError, SpecError, UnknownNodeError
 from jobgrove.jobs.api import kind_infos
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.store import Store
@@ -39,11 +39,15 @@ def check_targets(jobs: Iterable[JobSpec], records: dict[str, dict[str, Any]],
 
 
 def graft(store: Store, registry: Registry, parent_id: str, spec: Any, *,
-          allow_unknown_node: bool = False) -> list[str]:
+          allow_unknown_node: bool = False, within: str | None = None) -> list[str]:
     """Validate ``spec`` (a subtree or a list of them) exactly as a submit, limits counted
-    on the whole tree, and add it under ``parent_id``. Returns the new subtree roots."""
+    on the whole tree, and add it under ``parent_id``. Returns the new subtree roots.
+    ``within``: the tree ``parent_id`` must be in (job code grafts in its own tree)."""
     parent_id = store.resolve_id(parent_id)
     root, node, depth, size = store.graft_target(parent_id)
+    if within is not None and root != within:
+        raise RefusedError(f"cannot graft under {parent_id}: it is a job of tree {root}, "
+                           f"not of this job's tree {within}")
     records = node_records(registry)
     jobs = parse_graft(spec, cluster_kinds(records), root=root, parent=parent_id,
                        parent_node=node, parent_depth=depth, tree_size=size)

@@ -88,10 +88,13 @@ class Flaky(Job):
 
 @job_kind("jgc-grafter")
 class Grafter(Job):
-    """Grafts ``params.spec`` under ``params.under`` (default: its parent)."""
+    """Grafts ``params.spec`` under ``params.under`` (default: its parent; ``"root"``:
+    the root of its tree)."""
 
     def run(self, ctx: JobContext) -> Any:
-        return {"grafted": ctx.graft(ctx.params["spec"], under=ctx.params.get("under"))}
+        under = ctx.params.get("under")
+        return {"grafted": ctx.graft(ctx.params["spec"],
+                                     under=ctx.root if under == "root" else under)}
 
 
 @job_kind("jgc-stubborn")

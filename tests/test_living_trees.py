@@ -66,6 +66,30 @@ def test_a_job_grafts_work_its_parent_then_waits_for(redis_url: str, cluster: Cl
     assert all(len(pids) == 1 for pids in runs(marks).values())
 
 
+def test_a_job_grafts_under_another_job_than_its_parent(redis_url: str, cluster: Cluster,
+                                                        tmp_path: Path) -> None:
+    cluster.start("g3", redis_url)
+    client = Client(redis_url)
+    marks = tmp_path / "runs"
+    root = client.submit({"kind": "jgc-collect", "node": "g3", "title": "root", "children": [
+        {"kind": "noop", "title": "mid", "children": [
+            {"kind": "jgc-grafter", "title": "prepare",
+             "params": {"spec": mark(marks, "late"), "under": "root"}}]}]})
+    assert wait_done(client, root)["state"] == "SUCCESS"
+    jobs = by_title(client, root)
+    assert jobs["late"]["parent"] == root  # not under "mid", the grafter's parent
+    assert jobs["late"]["finished"] <= jobs["root"]["started"]
+    assert len(runs(marks)["late"]) == 1
+    # Under a job of another tree: refused, the grafting job fails, nothing is added.
+    other = client.submit({"kind": "noop", "node": "g3", "children": [
+        {"kind": "jgc-grafter", "title": "stray",
+         "params": {"spec": mark(marks, "never"), "under": root}}]})
+    assert wait_done(client, other)["state"] == "ABORTED"
+    stray = by_title(client, other)["stray"]
+    assert stray["state"] == "FAILED" and "not of this job's tree" in stray["summary"]
+    assert set(by_title(client, root)) == {"root", "mid", "prepare", "late"}
+
+
 def test_graft_from_the_cli_and_its_refusals(redis_url: str, cluster: Cluster,
                                              tmp_path: Path) -> None:
     cluster.start("c1", redis_url)
@@ -180,6 +204,12 @@ def test_timeouts_fail_jobs_of_any_kind(redis_url: str, cluster: Cluster) -> Non
     assert status["state"] == "FAILED"
     assert status["summary"].startswith("timed out after 0.3s; did not stop within")
     assert time.monotonic() - started < 5
+    # A timed-out attempt is a failed attempt: retries apply.
+    retried = client.submit({"kind": "sleep", "node": "t1", "timeout": 0.3, "retries": 1,
+                             "retry_delay": 0.1, "params": {"seconds": 30}})
+    status = wait_done(client, retried, timeout=10)
+    assert (status["state"], status["attempt"]) == ("FAILED", 2), status
+    assert status["summary"] == "timed out after 0.3s"
 
 
 def test_rerun_runs_only_what_did_not_succeed(redis_url: str, cluster: Cluster,

@@ -95,6 +95,7 @@ def test_results_and_context_reach_the_parent(backend: Any, nodes: Any) -> None:
     # Results of direct children only, by id; a None result is no result.
     assert seen["results"] == {ids["c1"]: 1, ids["c2"]: {"x": [1, 2]}, ids["c4"]: False}
     assert seen["context"] == {"a": 1, "b": "two", "c": [3]}
+    assert client.context(ids["c1"][:8]) == {"a": 1, "b": "two", "c": [3]}
     assert REC.seen[ids["c2"]]["results"] == {ids["g"]: "g"}
     assert REC.seen[ids["c2"]]["context"]["c"] == [3]  # the grandchild's write
     assert REC.seen[ids["g"]]["results"] == {}
@@ -197,6 +198,7 @@ def test_builtin_kinds(redis_url: str, nodes: Any, tmp_path: Path) -> None:
     assert (job["state"], job["summary"]) == ("FAILED", "nope")
     job = client.wait(shell, timeout=10)
     assert job["state"] == "SUCCESS"
+    assert client.job(shell)["result"] == {"exit_code": 0}
     lines = [STAMP.sub("", line) for line in
              log_path(node.log_dir, shell).read_text().splitlines()]
     assert "FOO=bar" in lines and str(tmp_path) in lines

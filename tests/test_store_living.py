@@ -171,6 +171,22 @@ def test_a_retry_waits_out_its_delay(backend: Any) -> None:
     assert store.tree_finished(root)
 
 
+def test_retry_delays_double_up_to_five_minutes(backend: Any) -> None:
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "retries": 3, "retry_delay": 200})
+    delays = []
+    for _ in range(3):
+        (claim,) = store.claim(root, "n1", 1)
+        delays.append(store.finish(root, root, claim.token, False, "boom").retry_in)
+        # Due now (waiting minutes out is not what this test is about).
+        store.client.zadd(store.keys.tree_key(root, "delayed"), {root: 0})
+    assert delays == [pytest.approx(200), pytest.approx(300), pytest.approx(300)]
+    (last,) = store.claim(root, "n1", 1)
+    assert last.attempt == 4
+    outcome = store.finish(root, root, last.token, False, "the end")
+    assert (outcome.state, outcome.retry_in) == ("FAILED", None)
+
+
 def test_a_job_lost_with_its_node_is_a_failed_attempt(backend: Any) -> None:
     store = make_store(backend)
     root, _ = submit(store, {"kind": "noop", "node": "n2", "children": [

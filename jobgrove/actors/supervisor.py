@@ -126,7 +126,7 @@ class TreeSupervisor(Actor):
         def graft_under(spec: Any, under: str) -> list[str]:
             if registry is None:
                 raise JobgroveError("grafting needs the node's registry")
-            return graft(store, registry, under, spec)
+            return graft(store, registry, under, spec, within=root)
 
         return JobContext(
             job_id=claim.id, root=root, node=self.node_name, params=params,
