@@ -312,6 +312,9 @@ def _import_kinds(modules: tuple[str, ...]) -> None:
             importlib.import_module(module)
         except Exception as exc:  # any import-time error is a bad setting
             raise ConfigError(f"--import {module}: {type(exc).__name__}: {exc}") from exc
+        except SystemExit as exc:  # a script, not a module of kinds: say so, do not exit
+            raise ConfigError(f"--import {module}: the module exited (SystemExit: "
+                              f"{exc.code}) instead of registering kinds") from None
 
 
 def _crashed_here(holder: dict[str, Any]) -> bool:

@@ -190,12 +190,14 @@ def test_redis_unavailable_exits_3(tmp_path: Path) -> None:
     ("listen host bad", "cannot listen on 999.1.1.1:8750: '999.1.1.1' is not an address"),
     ("import missing", "--import no_such_module_zz: ModuleNotFoundError"),
     ("import raising", "--import badkinds: RuntimeError: cannot load the kinds"),
+    ("import exiting", "--import exiting: the module exited (SystemExit: 5)"),
 ])
 def test_node_reports_unusable_options_in_one_line(redis_url: str, tmp_path: Path,
                                                    case: str, needle: str) -> None:
     (tmp_path / "file").write_text("")
     (tmp_path / "locked").mkdir(mode=0o500)
     (tmp_path / "badkinds.py").write_text("raise RuntimeError('cannot load the kinds')\n")
+    (tmp_path / "exiting.py").write_text("import sys\nsys.exit(5)\n")
     args = ["node", "--name", "n9", "--log-dir", str(tmp_path / "logs"),
             "--listen", "127.0.0.1:0"]
     with socket.socket() as busy:
@@ -208,7 +210,8 @@ def test_node_reports_unusable_options_in_one_line(redis_url: str, tmp_path: Pat
                  "listen port in use": ["--listen", f"127.0.0.1:{port}"],
                  "listen host bad": ["--listen", "999.1.1.1:8750"],
                  "import missing": ["--import", "no_such_module_zz"],
-                 "import raising": ["--import", "badkinds"]}[case]
+                 "import raising": ["--import", "badkinds"],
+                 "import exiting": ["--import", "exiting"]}[case]
         result = run(*args, redis=redis_url, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stderr.startswith("jobgrove node: error: "), result.stderr

@@ -34,6 +34,7 @@ from jobgrove.actors.messages import (
     WatchTree,
 )
 from jobgrove.actors.stats import NodeStats
+from jobgrove.core.ids import is_job_id
 from jobgrove.endpoint import api, auth, wire
 from jobgrove.endpoint.api import as_json, refusal
 from jobgrove.endpoint.broadcast import LogBroadcast
@@ -46,7 +47,13 @@ from jobgrove.endpoint.metrics import EndpointView, Metrics
 from jobgrove.endpoint.relay import Upstream
 from jobgrove.endpoint.server import WsServer
 from jobgrove.endpoint.stored import fallback
-from jobgrove.errors import ConfigError, JobgroveError, StoreUnavailableError, UnknownJobError
+from jobgrove.errors import (
+    AmbiguousIdError,
+    ConfigError,
+    JobgroveError,
+    StoreUnavailableError,
+    UnknownJobError,
+)
 from jobgrove.messaging.pubsub import Listener
 from jobgrove.messaging.registry import Registry
 from jobgrove.messaging.retention import tree_counts
@@ -300,7 +307,7 @@ class Endpoint:
     def message(self, conn: Connection, data: str | bytes) -> None:
         session = self._sessions.setdefault(conn.id, _Session())
         try:
-            request = wire.parse_request(data)
+            request = self._resolved(wire.parse_request(data))
             if isinstance(request, wire.Subscribe):
                 self._subscribe(conn, request, session.subs)
             elif isinstance(request, wire.Unsubscribe):
@@ -326,6 +333,21 @@ class Endpoint:
             conn.push(wire.error_frame("not_found", str(exc), job=exc.job_id))
         except StoreUnavailableError as exc:
             conn.push(wire.error_frame("unavailable", str(exc)))
+        except AmbiguousIdError as exc:
+            conn.push(wire.error_frame("bad_request", str(exc), job=exc.prefix))
+        except JobgroveError as exc:  # a record that cannot be read (CorruptRecordError)
+            conn.push(wire.error_frame("unavailable", str(exc)))
+
+    def _resolved(self, request: wire.WsRequest) -> wire.WsRequest:
+        """Ids as people type them: a prefix stands for the one id it starts (frames
+        then carry the full id)."""
+        if isinstance(request, (wire.Watch, wire.Unwatch)):
+            tree = request.tree
+            return request if is_job_id(tree) else \
+                dataclasses.replace(request, tree=self.store.resolve_id(tree))
+        job = request.job
+        return request if is_job_id(job) else \
+            dataclasses.replace(request, job=self.store.resolve_id(job))
 
     def _subscribe(self, conn: Connection, request: wire.Subscribe, subs: set[str]) -> None:
         if request.job not in subs and len(subs) >= MAX_SUBSCRIPTIONS:

@@ -19,7 +19,7 @@ import json
 import struct
 from typing import Any
 
-from jobgrove.core.ids import is_job_id
+from jobgrove.core.ids import MIN_PREFIX, is_id_or_prefix
 
 #: Largest request a client may send; bigger ones get a ``too_large`` error frame.
 MAX_REQUEST_BYTES = 4096
@@ -103,9 +103,10 @@ def _job_id(msg: dict[str, Any], field: str) -> str:
     if field not in msg:
         raise WireError("bad_request", f"missing field {field!r}")
     value = msg[field]
-    if not is_job_id(value):
+    if not is_id_or_prefix(value):
         raise WireError("bad_request", f"{field!r} must be a job id (a UUID such as "
-                        f"39d4f79d-2196-4d80-9cf8-fe18c4c27618), got {_short(value)}")
+                        f"39d4f79d-2196-4d80-9cf8-fe18c4c27618) or a unique prefix of one "
+                        f"(at least {MIN_PREFIX} characters), got {_short(value)}")
     return str(value)
 
 

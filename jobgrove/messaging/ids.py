@@ -11,13 +11,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jobgrove.core.ids import is_job_id
+from jobgrove.core.ids import MIN_PREFIX, is_job_id
 from jobgrove.errors import AmbiguousIdError, UnknownJobError
 from jobgrove.messaging.keys import Keys
 from jobgrove.messaging.redis_errors import translate_errors
 
-#: Shortest id prefix accepted for a job id (what the CLI shows is 8 characters).
-MIN_PREFIX = 8
 #: Candidates listed when a prefix is ambiguous.
 CANDIDATES = 10
 _PREFIX = re.compile(r"[0-9a-f-]+")
