@@ -5,6 +5,7 @@ credentials as the page; and the JSON API the viewer lists trees and nodes with.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -81,6 +82,11 @@ def test_json_api_for_the_viewer(cluster: Cluster) -> None:
         with urllib.request.urlopen(f"http://{a.address}{path}", timeout=5) as res:
             return json.load(res)
 
+    try:
+        get("/api/nodes?bogus=1")
+        raise AssertionError("an unknown query parameter was accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400 and "bogus" in exc.read().decode()
     nodes = get("/api/nodes")
     assert nodes == [{"name": "a", "state": "up", "address": a.address}]
     trees = {t["id"]: t for t in get("/api/trees")["trees"]}  # type: ignore[index]

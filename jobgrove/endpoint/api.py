@@ -93,9 +93,13 @@ def trees(store: Store, registry: Registry, request: Request) -> Response:
     return as_json({"trees": page.trees, "next": page.next_cursor})
 
 
-def nodes(registry: Registry) -> Response:
+def nodes(registry: Registry, request: Request) -> Response:
     """``/api/nodes``: ``[{"name", "state": up|stopped|lost, "address"}]`` (no secrets,
-    no lease tokens)."""
+    no lease tokens). It takes no query parameter but the viewer's ``token``."""
+    unknown = sorted(set(request.query) - {"token"})
+    if unknown:
+        return refusal(400, "bad_request", f"unknown query parameter {unknown[0][:50]!r} "
+                       "(/api/nodes takes none)")
     try:
         records = registry.nodes()
     except StoreUnavailableError as exc:

@@ -262,7 +262,7 @@ class Endpoint:
         if request.path == "/api/trees":
             return api.trees(self.store, self.registry, request)
         if request.path == "/api/nodes":
-            return api.nodes(self.registry)
+            return api.nodes(self.registry, request)
         if request.path == "/metrics":
             return Response(200, self.metrics.render(), METRICS_TYPE)
         static = _STATIC.get(request.path)
