@@ -136,10 +136,10 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
     where = f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
         free = _free_port_after(host, port)
-        pick = f"--listen {host}:{free}, " if free else ""
+        pick = f"Pick a free port with --listen {host}:{free}, or" if free else "Use"
         return (f"cannot listen on {where}: the port is already in use (another jobgrove "
-                f"node on this machine?). Pick a free port with {pick}or --listen "
-                f"{host}:0 for any free port, or --listen none for no endpoint")
+                f"node on this machine?). {pick} --listen {host}:0 for any free port, "
+                "or --listen none for no endpoint")
     if exc.errno == errno.EACCES:
         return (f"cannot listen on {where}: permission denied (ports below 1024 need "
                 f"privileges); pick another port, e.g. --listen {host}:8750")

@@ -47,9 +47,10 @@ def test_calls_with_wrong_names_are_refused() -> None:
     script = TreeScript(fake_client(fake_server()), "fail")
     keys = Keys()
     with pytest.raises(TypeError, match=r"missing \['summary'\], unexpected \['sumary'\]"):
-        script.call_args(keys, "r", {"job": "j", "sumary": "x"})
-    _, argv = script.call_args(keys, "r", {"summary": "x", "job": "j"})
-    assert argv[3:] == ["j", "x"]  # declared order, whatever order they were given in
+        script.call_args(keys, "r", {"job": "j", "sumary": "x", "token": "", "instance": ""})
+    _, argv = script.call_args(keys, "r", {"instance": "i", "summary": "x", "job": "j",
+                                           "token": "t"})
+    assert argv[3:] == ["j", "x", "t", "i"]  # declared order, whatever order given in
     finish = TreeScript(fake_client(fake_server()), "finish")
     with pytest.raises(TypeError, match="an item has 2 values, not 12"):
         finish.call_args(keys, "r", {"items": [("j", "t")]})

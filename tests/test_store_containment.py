@@ -163,3 +163,30 @@ def test_reaping_spares_the_live_instance_and_respects_newer_epochs(backend: Any
         == [old_claim.id]
     assert store.job_state(new_claim.id) == "RUNNING"
     assert store.job_state(old_claim.id) == "FAILED"
+
+
+def test_failing_an_unrecordable_outcome_ends_only_that_claim(backend: Any) -> None:
+    """What a node does with an outcome Redis refused (``Store.fail`` with its claim): a
+    report of an older claim (a retried job, a process fenced off) ends nothing."""
+    store = make_store(backend)
+    root, _ = submit(store, {"kind": "noop", "node": "n1", "retries": 1, "retry_delay": 0})
+    (first,) = store.claim(root, "n1", 1, OLD)
+    assert store.finish(root, root, first.token, False, "boom", holder=OLD).state == "WAITING"
+    (second,) = store.claim(root, "n1", 1, NEW)
+    stale = store.fail(root, root, "corrupt record: x", (first.token, OLD))
+    assert (stale.verdict, stale.state) == (Verdict.STALE, "RUNNING")
+    assert store.fail(root, root, "corrupt record: x", (second.token, OLD)).verdict \
+        is Verdict.STALE  # the right token, from another process
+    ended = store.fail(root, root, "corrupt record: x", (second.token, NEW))
+    assert (ended.verdict, ended.state) == (Verdict.OK, "FAILED")
+    assert store.tree_finished(root)
+
+
+def test_failing_a_job_of_an_aborting_tree_ends_it_aborted(backend: Any) -> None:
+    store = make_store(backend)
+    root, _, leaf = leaf_and_parent(store)
+    claims = {c.id: c for c in store.claim(root, "n1", 100, OLD)}
+    sibling = next(i for i in claims if i != leaf)
+    store.abort(sibling)  # the leaf, RUNNING, is flagged
+    ended = store.fail(root, leaf, "corrupt record: x", (claims[leaf].token, OLD))
+    assert (ended.verdict, ended.state) == (Verdict.OK, "ABORTED")

@@ -4,12 +4,14 @@ an ambiguous prefix is a ``bad_request`` that lists the candidates."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from jobgrove.cli.logs import stream_log
 from tests.ws_helpers import Cluster, cluster_of, recv_json, until
 
 
@@ -41,6 +43,9 @@ def test_prefixes_work_everywhere_an_id_goes(cluster: Cluster) -> None:
         assert error["code"] == "bad_request" and "at least 8 characters" in error["message"]
         ws.send(json.dumps({"type": "subscribe", "job": "0123abcd"}))
         assert until(ws, "error")["code"] == "not_found"
+    out = io.StringIO()  # the CLI's reader, given a prefix (frames carry the full id)
+    assert stream_log(a.address, job[:8], out=out) == "SUCCESS"
+    assert "hello" in out.getvalue()
 
 
 def test_an_ambiguous_prefix_lists_the_candidates(cluster: Cluster) -> None:

@@ -173,7 +173,11 @@ class Outcomes:
                 # instead, so that its tree still ends.
                 self.outbox.give_up(item.job_id, item.root)
                 self.runs.pop(item.job_id, None)
-                self._fail(item, outcome.state)
+                if replay:  # a replayed outcome was recorded once already
+                    log.error("cannot record the outcome of job %s again: %s",
+                              item.job_id, outcome.state)
+                else:
+                    self._fail(item, outcome.state)
             elif outcome.verdict is Verdict.FENCED:
                 done.fenced = True
                 self.runs.pop(item.job_id, None)
@@ -200,7 +204,9 @@ class Outcomes:
         why = f"corrupt record: its outcome ({'ok' if item.ok else item.summary}) could " \
               f"not be recorded: {error}"
         try:
-            ended = self.store.fail(item.root, item.job_id, why)
+            # Only this claim, if it still runs here: never another run of the job.
+            ended = self.store.fail(item.root, item.job_id, why,
+                                    (item.token, item.holder or self.store.holder))
         except Exception as exc:
             ended = None
             log.error("cannot record the outcome of job %s (%s), nor end it FAILED (%s): "

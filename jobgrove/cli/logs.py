@@ -47,6 +47,7 @@ def stream_log(address: str, job_id: str, follow: bool = False, out: Writer | No
     out = out or sys.stdout
     notice = notice or (lambda text: print(f"jobgrove: {text}", file=sys.stderr))
     failures = 0
+    first = offset
     while True:
         try:
             with Session(address, token) as session:
@@ -56,7 +57,8 @@ def stream_log(address: str, job_id: str, follow: bool = False, out: Writer | No
                     kind = frame.get("type")
                     if kind != "error":  # an error frame is no progress: it counts
                         failures = 0
-                    if frame.get("job") not in (job_id, None):
+                    job = frame.get("job")  # (frames carry full ids, job_id may be a prefix)
+                    if job is not None and not str(job).startswith(job_id):
                         continue
                     if kind == "log":
                         data = str(frame.get("data", ""))
@@ -79,10 +81,11 @@ def stream_log(address: str, job_id: str, follow: bool = False, out: Writer | No
                             raise Final("unavailable", str(frame.get("message")), True)
                         raise_for(frame, job_id)
         except WsError as exc:
-            # Without -f nothing is retried: the caller falls back to the copy in Redis
-            # at once (a node that cannot be reached now is no help in a second either).
+            # Without -f, before anything was written, nothing is retried: the caller
+            # falls back to the copy in Redis at once (a node that cannot be reached now
+            # is no help in a second either). After some bytes, it resumes from there.
             if exc.code != "unavailable" or failures >= retries or isinstance(exc, Final) \
-                    or not follow:
+                    or (not follow and offset == first):
                 raise
             failures += 1
             notice(f"{exc}; trying again")

@@ -62,8 +62,9 @@ class _Client(simple_websocket.Client):  # type: ignore[misc]  # (untyped librar
 
 
 class Session:
-    """One websocket to a node: send requests, read frames (dicts). Connecting, and the
-    opening handshake, each give up after ``timeout`` seconds."""
+    """One websocket to a node: send requests, read frames (dicts). Connecting to a
+    ``host:port`` address, and the opening handshake, each give up after ``timeout``
+    seconds (a ``ws://`` URL is connected to without that first deadline)."""
 
     def __init__(self, address: str, token: str | None = None,
                  timeout: float = CONNECT_TIMEOUT) -> None:

@@ -114,13 +114,15 @@ class Upstream(threading.Thread):
             if self._halt.is_set():
                 return True
             session.send({"type": "subscribe", "job": self.job, "offset": self.offset})
-            self._was_up = True
             self._tell(RelayKind.UP)
             while not self._halt.is_set():
                 frame = session.receive(timeout=0.5)
                 if frame is None or frame.get("job") not in (self.job, None):
                     continue
                 kind = frame.get("type")
+                # Up once the node has served something: a node that answers every
+                # subscription with an error is retried with backoff, not at once.
+                self._was_up = self._was_up or kind != "error"
                 if kind == "log":
                     self._append(spool, frame)
                 elif kind == "live":

@@ -22,7 +22,7 @@ from jobgrove.core.ids import is_job_id
 from jobgrove.core.spec import TAG_KEYS
 from jobgrove.core.states import State
 from jobgrove.core.status import NODE_UNKNOWN, STATE_ORDER, tally, tree_state
-from jobgrove.errors import JobgroveError
+from jobgrove.errors import CorruptRecordError, JobgroveError
 from jobgrove.messaging.reads import JOB_FIELDS, META_FIELDS, status_record
 from jobgrove.messaging.records import to_float
 from jobgrove.messaging.redis_errors import refuses_service, translate_errors
@@ -225,7 +225,11 @@ def list_trees(store: Store, tags: dict[str, str] | None = None, *, limit: int =
         tree.update(tree_state=digest.tree_state, counts=digest.counts,
                     duration=digest.duration(now))
         if node_states is not None:
-            tree["waiting_for"] = _waiting_for(store, root, digest, node_states)
+            try:
+                tree["waiting_for"] = _waiting_for(store, root, digest, node_states)
+            except CorruptRecordError as exc:  # this tree's, not every tree's problem
+                log.warning("tree %s: what it waits for cannot be read (%s)", root, exc)
+                tree["waiting_for"] = {}
         trees.append(tree)
     next_cursor = f"{found[-1][1]!r}:{found[-1][0]}" if len(found) == limit else None
     return Page(trees, next_cursor)

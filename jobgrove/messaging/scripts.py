@@ -38,7 +38,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "finish": (),
     "abort": ("job",),
     "reap": ("node", "summary", "spare", "epoch", "upto"),
-    "fail": ("job", "summary"),
+    "fail": ("job", "summary", "token", "instance"),
     "graft": ("parent", "jobs", "limit"),
     "rerun": (),
     "progress": ("job", "token", "progress"),

@@ -123,13 +123,19 @@ class Store(StoreReads):
             log.warning("job %s of tree %s: corrupt record (%s): it ends FAILED and its "
                         "tree aborts", job_id, root, why)
             self._scripts["fail"](self.keys, root, job=job_id,
-                                  summary=f"corrupt record: {why}"[:2000])
+                                  summary=f"corrupt record: {why}"[:2000], token="",
+                                  instance="")
 
     @translate_errors
-    def fail(self, root: str, job_id: str, summary: str) -> Outcome:
-        """End a job FAILED (its tree aborts): for a record that cannot be read here."""
-        return decode_outcome(root, self._scripts["fail"](self.keys, root, job=job_id,
-                                                           summary=summary[:2000]))
+    def fail(self, root: str, job_id: str, summary: str,
+             claim: tuple[str, Holder] | None = None) -> Outcome:
+        """End a job FAILED (its tree aborts): for a record that cannot be read here.
+        ``claim`` (run token, holder): only that claim of the job, if it still runs
+        (else the verdict is "stale")."""
+        token, instance = ("", "") if claim is None else (claim[0], claim[1].instance)
+        return decode_outcome(root, self._scripts["fail"](
+            self.keys, root, job=job_id, summary=summary[:2000], token=token,
+            instance=instance))
 
     def _finish_item(self, item: Finish) -> tuple[Any, ...]:
         """The values of one ``finish`` item, in the order of its fields."""
@@ -237,14 +243,22 @@ class Store(StoreReads):
             # again after its own script, below, so a race loses none).
             self.client.hdel(k.roots, *(j.id for j in jobs))
             self.client.zrem(k.ids, *(j.id for j in jobs))
-            used = self.client.smembers(k.tree_key(root, "nodes"))
+            unused = set(nodes) - self.client.smembers(k.tree_key(root, "nodes"))
             pipe = self.client.pipeline(transaction=False)
-            for node in set(nodes) - used:
+            for node in unused:
                 pipe.srem(k.node_trees(node), root)
                 pipe.zrem(k.runs_on(node), root)
             pipe.execute()
+            # A graft that landed meanwhile on one of those nodes: its entries back.
+            back = unused & self.client.smembers(k.tree_key(root, "nodes"))
+            if back:
+                self._index_on(back, root, created, [])
             raise RefusedError(f"cannot graft under {parent}: {reply[1]}")
-        self._index_on(nodes, root, created, [])
+        try:
+            self._index_on(nodes, root, created, [])
+        except Exception as exc:  # the graft has landed: it must not read as failed
+            log.warning("graft under %s: index entries not written again (%s); the "
+                        "ones written before it stand", parent, exc)
         return [j.id for j in jobs if j.parent == parent]
 
     def _index_on(self, nodes: Iterable[str], root: str, created: float,
