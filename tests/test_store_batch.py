@@ -4,6 +4,8 @@ later finish records it); an error meaning Redis cannot serve now is an outage."
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
@@ -81,3 +83,41 @@ def test_out_of_memory_is_an_outage_and_loses_nothing(own_redis: RedisServer) ->
     outcomes = store.finish_many(items)  # what a node does once Redis serves again
     assert [o.state for o in outcomes] == ["SUCCESS", "SUCCESS"], outcomes
     assert store.tree_flat(root)[root]["state"] == "WAITING"
+
+
+def finish_tree(store: Store, root: str, tokens: dict[str, str]) -> None:
+    store.finish_many([Finish(root, leaf, token, True) for leaf, token in tokens.items()])
+    (parent,) = store.claim(root, "n1", 10)
+    store.finish(root, root, parent.token, True)
+
+
+def publishes(store: Store) -> int:
+    stats = store.client.info("commandstats")
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+def test_status_events_are_published_only_to_watchers(redis_url: str) -> None:
+    store = make_store(redis_url)
+    root, tokens = running_leaves(store, 2)
+    before = publishes(store)
+    finish_tree(store, root, tokens)
+    unwatched = publishes(store) - before
+    # A watcher of the tree (as an endpoint subscribes per watched tree).
+    watcher = store.client.pubsub(ignore_subscribe_messages=True)
+    root, tokens = running_leaves(store, 2)
+    watcher.subscribe(store.keys.tree_channel(root))
+    before = publishes(store)
+    finish_tree(store, root, tokens)
+    watched = publishes(store) - before
+    events = []
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not any(
+            e["type"] == "done" for e in events):
+        message = watcher.get_message(timeout=0.2)  # None for the subscribe reply too
+        if message is not None:
+            events.append(json.loads(message["data"]))
+    watcher.close()
+    statuses = [(e["job"], e["state"]) for e in events if e["type"] == "status"]
+    assert (root, "SUCCESS") in statuses and len(statuses) >= 5, events
+    # The same steps unwatched published the same but for the status events.
+    assert watched - unwatched == len(statuses), (unwatched, watched, events)

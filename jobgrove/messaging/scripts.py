@@ -54,10 +54,11 @@ ITEM_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _prelude(args: Sequence[str], fields: Sequence[str]) -> str:
+def _prelude(args: Sequence[str], fields: Sequence[str], cluster: bool) -> str:
     named = ", ".join(f"{name} = ARGV[{i}]" for i, name in enumerate(args, start=4))
     text = ("local NS, CH, ROOT = ARGV[1], ARGV[2], ARGV[3]\n"
-            f"local A = {{{named}}}\n")
+            f"local A = {{{named}}}\n"
+            f"local ON_CLUSTER = {'true' if cluster else 'false'}\n")
     if fields:
         # The items come as one JSON array of arrays: packing one argument costs the
         # client far less than packing a dozen per item.
@@ -74,11 +75,12 @@ def _prelude(args: Sequence[str], fields: Sequence[str]) -> str:
 
 
 def source(name: str, shebang: bool = False) -> str:
-    """The whole Lua text of script ``name`` (``shebang``: for Redis Cluster)."""
+    """The whole Lua text of script ``name`` (``shebang``: for Redis Cluster, where
+    the scripts also publish status events without asking who listens)."""
     folder = resources.files("jobgrove.messaging") / "lua"
     texts = [(folder / f"{part}.lua").read_text(encoding="utf-8") for part in ("common", name)]
     return "\n".join(["#!lua"] * shebang
-                     + [_prelude(SCRIPTS[name], ITEM_FIELDS.get(name, ())), *texts])
+                     + [_prelude(SCRIPTS[name], ITEM_FIELDS.get(name, ()), shebang), *texts])
 
 
 class TreeScript:

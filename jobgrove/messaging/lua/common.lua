@@ -12,8 +12,24 @@ local function opt(v)
   return v
 end
 
+-- Status events are for whoever watches this tree (a viewer, `submit --follow`, a
+-- node relaying it): with nobody subscribed to the tree's channel, building one (five
+-- reads) and publishing it is skipped, asked once per script run. Safe, because pub/sub
+-- is only a hint: a watcher reads the tree again once its subscription is live. Not on
+-- a Redis Cluster, where a subscriber may be connected to another server than this one
+-- (NUMSUB counts this server's). Measured on the wide tree with nobody watching: 43.7
+-- -> 31.8 Redis commands and 6-28 us less Redis CPU per job (docs/performance.md).
+local WATCHED = nil
+local function watched()
+  if WATCHED == nil then
+    WATCHED = ON_CLUSTER or redis.call('PUBSUB', 'NUMSUB', TREE_CHANNEL)[2] > 0
+  end
+  return WATCHED
+end
+
 -- `attempt`: only given when it changed (a retry); viewers keep the last one seen.
 local function publish_status(id, state, attempt)
+  if not watched() then return end
   local msg = cjson.encode({
     type = 'status', tree = ROOT, job = id, state = state,
     node = opt(redis.call('HGET', K.node, id)),
