@@ -125,6 +125,12 @@ def test_cluster_primary_killed_mid_tree(cluster_setup: ClusterSetup, cluster: C
         wait_for(lambda tag=tag, root=root: states_of(client, root, f"{tag}-mark")
                  == {"SUCCESS"}, timeout=20, what=f"the marks of {tag}")
     store = Store(connect(setup.url))
+    # Replication is asynchronous: on a loaded machine the replica may lag by more than
+    # this test's whole run, and then a failover loses the trees themselves (a limit
+    # docs/scaling.md states; --min-replicas-ack closes it). This test is about what the
+    # nodes do across the failover, so the replica first has what the primary has.
+    with victim.client() as primary:
+        assert primary.wait(1, 10_000) == 1, "the replica did not catch up in 10 s"
     killed_at = time.monotonic()
     setup.kill(victim)
 
