@@ -41,14 +41,10 @@ from tests.test_retention import (  # noqa: F401
 # The contract, input and listing suites, collected again against this module's
 # `backend` (defined below).
 from tests.test_store_contract import (  # noqa: F401
-    test_a_claim_lost_in_a_failover_is_made_again_by_its_finish,
     test_claim_never_returns_a_job_twice,
     test_claim_refused_once_tree_aborts,
     test_failed_job_result_not_stored,
     test_fenced_job_late_result_discarded,
-    test_node_hints_are_published,
-    test_reap_fails_jobs_of_a_lost_node,
-    test_reap_of_flagged_jobs_ends_them_aborted,
     test_results_and_context_reach_the_parent,
     test_stale_finish_changes_nothing,
 )
@@ -69,6 +65,12 @@ from tests.test_store_living import (  # noqa: F401
 )
 from tests.test_store_living import (
     test_grafts_retries_and_reruns_agree_with_the_model as living_agree,
+)
+from tests.test_store_reaping import (  # noqa: F401
+    test_a_claim_lost_in_a_failover_is_made_again_by_its_finish,
+    test_node_hints_are_published,
+    test_reap_fails_jobs_of_a_lost_node,
+    test_reap_of_flagged_jobs_ends_them_aborted,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
