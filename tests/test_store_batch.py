@@ -26,9 +26,10 @@ def running_leaves(store: Store, n: int) -> tuple[str, dict[str, str]]:
     return root, {c.id: c.token for c in claims}
 
 
-def evalsha_calls(store: Store) -> int:
+def calls(store: Store, command: str) -> int:
+    """How many times Redis ran ``command`` (INFO commandstats)."""
     stats = store.client.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 def test_one_failing_item_costs_only_itself(backend: Any) -> None:
@@ -58,9 +59,9 @@ def test_a_tree_batch_is_one_script_run(redis_url: str) -> None:
     second, second_tokens = running_leaves(store, 4)
     items = [Finish(first, leaf, token, True) for leaf, token in first_tokens.items()]
     items += [Finish(second, leaf, token, True) for leaf, token in second_tokens.items()]
-    before = evalsha_calls(store)
+    before = calls(store, "evalsha")
     outcomes = store.finish_many(items)
-    assert evalsha_calls(store) - before == 2  # one per tree, not one per job
+    assert calls(store, "evalsha") - before == 2  # one per tree, not one per job
     assert all(o.verdict is Verdict.OK for o in outcomes), outcomes
     assert store.tree_flat(first)[first]["state"] == "WAITING"
     assert store.tree_flat(second)[second]["state"] == "WAITING"
@@ -91,24 +92,19 @@ def finish_tree(store: Store, root: str, tokens: dict[str, str]) -> None:
     store.finish(root, root, parent.token, True)
 
 
-def publishes(store: Store) -> int:
-    stats = store.client.info("commandstats")
-    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
-
-
 def test_status_events_are_published_only_to_watchers(redis_url: str) -> None:
     store = make_store(redis_url)
     root, tokens = running_leaves(store, 2)
-    before = publishes(store)
+    before = calls(store, "publish")
     finish_tree(store, root, tokens)
-    unwatched = publishes(store) - before
+    unwatched = calls(store, "publish") - before
     # A watcher of the tree (as an endpoint subscribes per watched tree).
     watcher = store.client.pubsub(ignore_subscribe_messages=True)
     root, tokens = running_leaves(store, 2)
     watcher.subscribe(store.keys.tree_channel(root))
-    before = publishes(store)
+    before = calls(store, "publish")
     finish_tree(store, root, tokens)
-    watched = publishes(store) - before
+    watched = calls(store, "publish") - before
     events = []
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline and not any(

@@ -106,13 +106,17 @@ class Feed:
         return os.fstat(self.fd).st_size if self.open() and self.fd is not None else 0
 
     def close(self) -> None:
+        self._let_go(unlink=not self.local)
+
+    def _let_go(self, unlink: bool) -> None:
+        """Stop the upstream, close the file; ``unlink``: remove it (a relay's spool)."""
         if self.upstream is not None:
             self.upstream.stop()
             self.upstream = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        if not self.local:
+        if unlink:
             with contextlib.suppress(OSError):
                 self.path.unlink()
 
@@ -120,14 +124,7 @@ class Feed:
         """Serve the end of the log its node stored in Redis (``path`` holds the bytes
         from ``base`` to ``end``): the job is over. Viewers behind ``base`` are told
         what was not kept and go on from there."""
-        if self.upstream is not None:
-            self.upstream.stop()
-            self.upstream = None
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        self._let_go(unlink=True)
         self.path, self.base, self.end, self.state = path, base, end, state
         self.final, self.final_end, self.kept = state, end, (base, why)
         self.open()

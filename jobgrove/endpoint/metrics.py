@@ -78,12 +78,9 @@ class NodeCollector(Collector):
                      "included).", snap.running)
         yield _gauge("jobgrove_outbox_length", "Job outcomes waiting to be recorded in Redis "
                      "(grows while Redis is unavailable).", snap.outbox)
-        finished = CounterMetricFamily(
-            "jobgrove_jobs_finished_total", "Jobs this node ran whose outcome Redis recorded, "
-            "by final state and kind.", labels=["state", "kind"])
-        for (state, kind), n in sorted(snap.finished.items()):
-            finished.add_metric([state, kind], n)
-        yield finished
+        yield _counters("jobgrove_jobs_finished_total", "Jobs this node ran whose outcome "
+                        "Redis recorded, by final state and kind.", ["state", "kind"],
+                        {(state, kind): n for (state, kind), n in snap.finished.items()})
         durations = HistogramMetricFamily(
             "jobgrove_job_duration_seconds", "How long the code of jobs run here ran, by "
             "kind.", labels=["kind"])
@@ -94,13 +91,10 @@ class NodeCollector(Collector):
                 buckets.append((bound, cumulative))
             durations.add_metric([kind], buckets, sum_value=hist.total)
         yield durations
-        refused = CounterMetricFamily(
-            "jobgrove_outcomes_refused_total", "Outcomes Redis did not apply: stale (the job "
-            "had ended already), fenced (this process lost its node name), error.",
-            labels=["verdict"])
-        for verdict, n in sorted(snap.refused.items()):
-            refused.add_metric([verdict], n)
-        yield refused
+        yield _counters("jobgrove_outcomes_refused_total", "Outcomes Redis did not apply: "
+                        "stale (the job had ended already), fenced (this process lost its "
+                        "node name), error.", ["verdict"],
+                        {(verdict,): n for verdict, n in snap.refused.items()})
         yield _counter("jobgrove_claims_total", "Jobs this node claimed (WAITING -> "
                        "RUNNING).", snap.claims)
         yield _counter("jobgrove_reconciliations_total", "Times this node re-read every tree "
@@ -134,6 +128,15 @@ def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = No
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
+
+
+def _counters(name: str, doc: str, labels: list[str],
+              values: dict[tuple[str, ...], float]) -> CounterMetricFamily:
+    """One counter per combination of label values (sorted, so the text is stable)."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
 
 
 class Metrics:
