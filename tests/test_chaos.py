@@ -65,12 +65,14 @@ def test_corrupt_records_end_their_trees_and_the_others_go_on(
         else:
             raw.hdel(key(root, "node"), mid)  # found missing once its child succeeds
     node = cluster.start("k1", redis_url)
+    corrupt = {}
     for name, root in bad.items():
         status = wait_done(client, root, timeout=20)
         assert status["state"] == "ABORTED", name
         failed = [j for j in flat(client, root).values() if j["state"] == "FAILED"]
         assert len(failed) == 1 and failed[0]["summary"].startswith("corrupt record: "), \
             failed
+        corrupt[name] = failed[0]["id"]
     for root in good:
         assert wait_done(client, root, timeout=20)["state"] == "SUCCESS"
     # More work after the bad records: the node still claims, reconciles and records.
@@ -79,6 +81,10 @@ def test_corrupt_records_end_their_trees_and_the_others_go_on(
     assert "Traceback" not in stderr and "handling" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if " ERROR " in line]
     assert len(errors) == len(set(errors)), errors  # nothing logged twice
+    for name, job_id in corrupt.items():  # the node logs each bad record, once
+        said = [line for line in stderr.splitlines()
+                if "corrupt record" in line and job_id in line]
+        assert len(said) == 1, (name, said, stderr)
 
 
 class Chaos(threading.Thread):

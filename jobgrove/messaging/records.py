@@ -128,6 +128,16 @@ def to_float(raw: Any) -> float | None:
         return None
 
 
+def reported_corrupt(reply: Any) -> tuple[Any, dict[str, str]]:
+    """A claim or finish script's reply without its trailing ``['corrupt', id, why,
+    ...]`` (the jobs the script failed as corrupt records), and those jobs (id -> why)."""
+    if isinstance(reply, list) and reply and isinstance(reply[-1], list) \
+            and reply[-1][:1] == ["corrupt"]:
+        pairs = reply[-1][1:]
+        return reply[:-1], {str(i): str(why) for i, why in zip(pairs[::2], pairs[1::2])}
+    return reply, {}
+
+
 def decode_claims(root: str, flat: list[Any]) -> tuple[list[Claim], dict[str, str]]:
     """A claim script's reply: 'ok' (or 'fenced': FencedError), then if jobs were
     claimed the tree context (JSON) and per job its id, run token, spec (JSON),

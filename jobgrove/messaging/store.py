@@ -37,6 +37,7 @@ from jobgrove.messaging.records import (
     decode_claims,
     decode_outcome,
     load_json,
+    reported_corrupt,
     safe_outcome,
 )
 from jobgrove.messaging.redis_errors import refuses_service, translate_errors
@@ -110,9 +111,19 @@ class Store(StoreReads):
             flat, = self.batches.run([self.script_call("claim", root, named)])
         else:
             flat = self._scripts["claim"](self.keys, root, **named)
+        flat = self._reported(root, flat)
         claims, bad = decode_claims(root, flat)
         self._fail_corrupt(root, bad)
         return claims
+
+    @staticmethod
+    def _reported(root: str, reply: Any) -> Any:
+        """A script's reply without the jobs it failed as corrupt records, logged."""
+        reply, failed = reported_corrupt(reply)
+        for job_id, why in failed.items():
+            log.warning("job %s of tree %s: corrupt record (%s): it ended FAILED and its "
+                        "tree aborts", job_id, root, why)
+        return reply
 
     def script_call(self, script: str, root: str, named: dict[str, Any]) -> Call:
         keys, argv = self._scripts[script].call_args(self.keys, root, named)
@@ -120,7 +131,7 @@ class Store(StoreReads):
 
     def _fail_corrupt(self, root: str, bad: dict[str, str]) -> None:
         for job_id, why in bad.items():
-            log.warning("job %s of tree %s: corrupt record (%s): it ends FAILED and its "
+            log.warning("job %s of tree %s: corrupt record (%s): it ended FAILED and its "
                         "tree aborts", job_id, root, why)
             self._scripts["fail"](self.keys, root, job=job_id,
                                   summary=f"corrupt record: {why}"[:2000], token="",
@@ -158,8 +169,8 @@ class Store(StoreReads):
                summary: str = "", result: Any = None, holder: Holder | None = None) -> Outcome:
         """Record a RUNNING job's outcome (compare-and-set on its run token and holder)."""
         item = Finish(root, job_id, token, ok, summary, result, holder=holder)
-        reply = _item_reply(self._scripts["finish"](
-            self.keys, root, items=[self._finish_item(item)]), 0)
+        reply = _item_reply(self._reported(root, self._scripts["finish"](
+            self.keys, root, items=[self._finish_item(item)])), 0)
         if isinstance(reply, Exception):
             raise reply
         return self._checked(root, decode_outcome(root, reply))
@@ -180,6 +191,7 @@ class Store(StoreReads):
                  for group in groups]
         replies: list[Any] = [None] * len(items)
         for group, reply in zip(groups, self.batches.run(calls)):
+            reply = self._reported(items[group[0]].root, reply)
             for n, i in enumerate(group):
                 # A whole-call error (the script failed) is each item's error.
                 replies[i] = reply if isinstance(reply, Exception) else _item_reply(reply, n)

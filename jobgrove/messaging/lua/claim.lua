@@ -32,6 +32,7 @@ for i, id in ipairs(ids) do
     fail_corrupt(id, 'state ' .. st)
   end
 end
+if #out > 2 then out[2] = context_json() end
+if #CORRUPT > 1 then out[#out + 1] = CORRUPT end
 if #out == 2 then return {'ok'} end
-out[2] = context_json()
 return out

@@ -108,9 +108,16 @@ local function abort_tree(cause)
   check_done()
 end
 
+-- The jobs this script run failed as corrupt records, {'corrupt', id, why, ...}: the
+-- claim and finish scripts add it to the end of their reply when it is not empty, so
+-- that the node logs each (once: a failed job is never failed again).
+local CORRUPT = {'corrupt'}
+
 -- A record of job `id` cannot be read: the job ends FAILED and its tree aborts, the
 -- normal way, so the tree still reaches a final state.
 local function fail_corrupt(id, why)
+  CORRUPT[#CORRUPT + 1] = id
+  CORRUPT[#CORRUPT + 1] = why
   redis.call('HSET', K.summary, id, 'corrupt record: ' .. why)
   finish_job(id, 'FAILED', nil)
   abort_tree(id)

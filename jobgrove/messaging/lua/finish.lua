@@ -147,4 +147,5 @@ for i, item in ipairs(ITEMS) do
   end
   replies[i] = reply
 end
+if #CORRUPT > 1 then replies[#replies + 1] = CORRUPT end
 return replies
